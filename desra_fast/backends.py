@@ -1,0 +1,48 @@
+"""Which implementation runs a call: ``backend="auto" | "cpu" | "triton" | "cuda"``.
+
+- ``cpu``: the C++ kernels of ``desra_fast._C`` (threads + SIMD). numpy arrays and CPU tensors
+  are read in place; CUDA tensors are copied to the host and the result copied back.
+- ``triton``: stage 1 (D map / thresholded pre-mask) in the fused Triton kernel of
+  :mod:`desra_fast.kernels` for torch tensors; the post-processing runs on the CPU kernels
+  (moving the 1-byte pre-mask to the host when the tensors live on a GPU). On CPU tensors it
+  runs only under ``TRITON_INTERPRET=1`` (Triton's interpreter; for tests).
+- ``cuda``: CUDA tensors only; Triton stage 1, then the CUDA post-processing kernels of
+  ``desra_fast._C`` on the caller's stream: the batch never leaves the GPU.
+- ``auto``: ``cuda`` for CUDA tensors when the extension was built with CUDA and a device is
+  usable, else ``triton`` for CUDA tensors; ``cpu`` for everything on the host.
+"""
+from __future__ import annotations
+
+import os
+
+from . import _native
+from ._inputs import Pair
+
+BACKENDS = ("auto", "cpu", "triton", "cuda")
+
+
+def triton_interpreter_enabled() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def resolve(backend: str, pair: Pair) -> str:
+    """Return the concrete backend for ``pair`` or raise ValueError/RuntimeError saying why not."""
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    on_gpu = pair.is_torch and pair.device.type == "cuda"
+    if backend == "auto":
+        if not on_gpu:
+            return "cpu"
+        return "cuda" if _native.cuda_available() else "triton"
+    if backend in ("triton", "cuda") and not pair.is_torch:
+        raise ValueError(f"backend={backend!r} needs torch tensors; numpy inputs run on backend='cpu'")
+    if backend == "triton" and not on_gpu and not triton_interpreter_enabled():
+        raise RuntimeError("backend='triton' on CPU tensors runs only under Triton's interpreter: "
+                           "set TRITON_INTERPRET=1 before importing desra_fast, or move the tensors "
+                           "to a CUDA device, or use backend='cpu'")
+    if backend == "cuda":
+        if not on_gpu:
+            raise ValueError(f"backend='cuda' needs CUDA tensors, got tensors on {pair.device}")
+        if not _native.cuda_available():
+            raise RuntimeError(f"backend='cuda' is not available: {_native.cuda_status()}")
+    return backend

@@ -1,0 +1,84 @@
+"""Semantic-aware adjustment weights (DeSRA paper Eq. 8-9; SPEC.md §2).
+
+Each ADE20K class k has a weight ``W_k = 20 / (20 - bin_k)``; ``D' = clip(D * W[label], 0, 1)``.
+The authors' table (their ``SSIM_MSE_GAN_threshold.txt``) ships as
+``desra_fast/data/ade20k_semantic_weights.tsv``.
+"""
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from typing import Mapping, Sequence, Union
+
+import numpy as np
+
+NUM_CLASSES = 150
+
+WeightsLike = Union[None, Sequence[float], np.ndarray, Mapping[str, float]]
+
+
+@functools.lru_cache(maxsize=1)
+def _table() -> tuple[tuple[str, ...], np.ndarray]:
+    text = resources.files("desra_fast").joinpath("data/ade20k_semantic_weights.tsv").read_text("utf-8")
+    rows = [line.split("\t") for line in text.splitlines()[1:] if line.strip()]
+    labels = [int(r[0]) for r in rows]
+    if labels != list(range(NUM_CLASSES)):
+        raise RuntimeError("ade20k_semantic_weights.tsv is damaged: labels must be 0..149 in order")
+    names = tuple(r[1] for r in rows)
+    # Recompute W = 20 / (20 - bin) from the bin in float64 (the authors' formula) rather than
+    # parsing the rounded decimal column, so the weights match their script to the last bit.
+    weights = np.array([20.0 / (20.0 - int(r[2])) for r in rows], dtype=np.float64)
+    weights.setflags(write=False)
+    return names, weights
+
+
+def class_names() -> tuple[str, ...]:
+    """The 150 ADE20K class names, indexed by label (``class_names()[2] == 'sky'``)."""
+    return _table()[0]
+
+
+def load_weights(weights: WeightsLike = None) -> np.ndarray:
+    """Resolve the per-class weights to a float64 array of shape (150,).
+
+    Args:
+        weights: ``None`` for the authors' table; a sequence/array of 150 non-negative finite
+            numbers (weight per label 0..149); or a ``{class name: weight}`` dict that overrides
+            entries of the authors' table (names as in :func:`class_names`).
+
+    Returns:
+        float64 numpy array (150,), read-only when it is the default table.
+    """
+    names, default = _table()
+    if weights is None:
+        return default
+    if isinstance(weights, Mapping):
+        out = default.copy()
+        index = {n: i for i, n in enumerate(names)}
+        for name, value in weights.items():
+            if name not in index:
+                raise ValueError(f"weights: unknown ADE20K class name {name!r} (see desra_fast.class_names())")
+            out[index[name]] = _check_weight(value, name)
+        return out
+    if isinstance(weights, (str, bytes)):
+        raise TypeError("weights must be None, a 150-vector or a {class name: weight} dict, not a string")
+    if hasattr(weights, "detach"):  # torch tensor
+        weights = weights.detach().cpu().double().numpy()
+    try:
+        arr = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"weights must be numeric: {e}") from None
+    if arr.shape != (NUM_CLASSES,):
+        raise ValueError(f"weights must have shape (150,) (one per ADE20K label), got {arr.shape}")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise ValueError("weights must be finite and non-negative")
+    return arr
+
+
+def _check_weight(value, name: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"weights[{name!r}] must be a number, got {type(value).__name__}") from None
+    if not np.isfinite(v) or v < 0:
+        raise ValueError(f"weights[{name!r}] must be finite and non-negative, got {v}")
+    return v
