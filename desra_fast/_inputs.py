@@ -207,7 +207,8 @@ def prepare_pair(gan, mse) -> Pair:
     if is_tensor(gan):
         return _prepare_torch(gan, mse)
     gan, mse = _as_numpy(gan, "gan"), _as_numpy(mse, "mse")
-    s_gan, s_mse = _scale_for(gan, "gan"), _scale_for(mse, "mse")
+    s_gan = _scale_for(gan, "gan")
+    _scale_for(mse, "mse")
     if gan.shape != mse.shape:
         raise ValueError(f"gan and mse must have the same shape, got {gan.shape} and {mse.shape}")
     if gan.dtype != mse.dtype:
@@ -224,7 +225,7 @@ def prepare_pair(gan, mse) -> Pair:
     if g4.dtype.type not in _NP_KERNEL_DTYPES or not g4.dtype.isnative:
         target = np.float32 if g4.dtype.kind == "f" and g4.dtype.itemsize <= 4 else g4.dtype.newbyteorder("=")
         g4, m4 = g4.astype(target), m4.astype(target)
-    return Pair(g4, m4, s_gan if s_gan == s_mse else s_gan, batched, False, "nhwc")
+    return Pair(g4, m4, s_gan, batched, False, "nhwc")
 
 
 def _prepare_torch(gan, mse) -> Pair:
