@@ -170,3 +170,20 @@ def oracle_component_areas(gan, mse, seg=None, threshold: float = 0.7, window: s
     both kept and dropped regions)."""
     pre = oracle_premask(gan, mse, seg, threshold, window, weights)
     return oracle_components(oracle_postprocess_steps(pre))[1]
+
+
+def mask_diff(got: np.ndarray, expected: np.ndarray) -> str:
+    """Human-readable summary of where two bool masks differ (for assertion messages)."""
+    got = np.asarray(got, dtype=bool)
+    expected = np.asarray(expected, dtype=bool)
+    if got.shape != expected.shape:
+        return f"shape {got.shape} != expected {expected.shape}"
+    diff = got != expected
+    n = int(diff.sum())
+    if n == 0:
+        return "identical"
+    idx = np.argwhere(diff)
+    return (f"{n} of {diff.size} pixels differ ({int((got & ~expected).sum())} extra, "
+            f"{int((~got & expected).sum())} missing); first at {tuple(int(i) for i in idx[0])}, "
+            f"bbox {idx.min(0).tolist()}..{idx.max(0).tolist()}; got {int(got.sum())} set, "
+            f"expected {int(expected.sum())}")
