@@ -1,5 +1,219 @@
-// PLACEHOLDER (being written): registers nothing yet.
+// desra_fast._C post-processing entry points (CPU): erode, dilate, fill_holes,
+// filter_components and the fused postprocess. Validation and batching live here; the
+// algorithms live in morphology.cpp, fill_holes.cpp, components.cpp (bit-packed, see
+// bitmask_cpu.h).
+//
+// Masks: 3-D (N, h, w) uint8 or bool arrays, any strides; any nonzero byte counts as 1.
+// Outputs are fresh C-contiguous uint8 0/1 arrays, except postprocess, which writes 0/1 into
+// the caller's (N, h, w) uint8/bool view `out` of any strides.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "desra/bitmask_cpu.h"
+#include "desra/components_cpu.h"
+#include "desra/fill_holes_cpu.h"
+#include "desra/hd.h"
+#include "desra/morphology_cpu.h"
+#include "desra/parallel.h"
+#include "desra/run_labels_cpu.h"
+
+namespace py = pybind11;
+
 namespace desra {
-void bind_postprocess(pybind11::module_& m) {}
+namespace {
+
+// A validated (N, h, w) byte array: element (n, y, x) at base[n*sn + y*sy + x*sx].
+struct ByteView3D {
+  uint8_t* base = nullptr;
+  int64_t n = 0, h = 0, w = 0;
+  ptrdiff_t sn = 0, sy = 0, sx = 0;
+  ByteView2D image(int64_t i) const { return ByteView2D{base + i * sn, h, w, sy, sx}; }
+  // [lo, hi) byte range spanned by the elements (empty when there are none).
+  std::pair<const uint8_t*, const uint8_t*> span() const {
+    if (n == 0 || h == 0 || w == 0) return {base, base};
+    const uint8_t* lo = base;
+    const uint8_t* hi = base;
+    for (auto [count, stride] : {std::pair<int64_t, ptrdiff_t>{n, sn}, {h, sy}, {w, sx}}) {
+      if (stride < 0) lo += (count - 1) * stride; else hi += (count - 1) * stride;
+    }
+    return {lo, hi + 1};
+  }
+};
+
+ByteView3D byte_view(const py::array& a, const char* name, bool writable) {
+  if (a.ndim() != 3)
+    throw py::value_error(std::string(name) + " must be a 3-D (N, h, w) array, got ndim=" +
+                          std::to_string(a.ndim()));
+  const char kind = a.dtype().kind();
+  if (!((kind == 'u' && a.itemsize() == 1) || kind == 'b'))
+    throw py::value_error(std::string(name) + " must have dtype uint8 or bool, got " +
+                          std::string(py::str(a.dtype())));
+  if (writable && !a.writeable()) throw py::value_error(std::string(name) + " must be writeable");
+  ByteView3D v;
+  v.base = static_cast<uint8_t*>(const_cast<void*>(a.data()));
+  v.n = a.shape(0);
+  v.h = a.shape(1);
+  v.w = a.shape(2);
+  v.sn = a.strides(0);
+  v.sy = a.strides(1);
+  v.sx = a.strides(2);
+  if (max_runs(v.h, v.w) > INT32_MAX)
+    throw py::value_error(std::string(name) + ": image of " + std::to_string(v.h) + "x" +
+                          std::to_string(v.w) + " pixels is too large (run ids are int32)");
+  return v;
+}
+
+int64_t check_radius(int64_t r) {
+  if (r < 0) throw py::value_error("radius must be >= 0, got " + std::to_string(r));
+  return r;
+}
+
+int64_t check_area(int64_t a) {
+  if (a < 0) throw py::value_error("area_threshold must be >= 0, got " + std::to_string(a));
+  return a;
+}
+
+// Runs fn(i) for every image. Many or small images: one image per thread (the kernels' own
+// parallel_for then runs serially inside). Few big images: one after the other, each
+// parallelised over rows inside the kernels.
+template <class Fn>
+void for_each_image(const ByteView3D& v, Fn&& fn) {
+  const int64_t threads = num_threads();
+  const bool per_image = v.n >= 4 * threads || (v.n > 1 && v.h * v.w < (int64_t{1} << 18));
+  if (per_image) {
+    parallel_for(v.n, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) fn(i);
+    });
+  } else {
+    for (int64_t i = 0; i < v.n; ++i) fn(i);
+  }
+}
+
+py::array_t<uint8_t> new_mask(const ByteView3D& v) {
+  return py::array_t<uint8_t>({v.n, v.h, v.w});
+}
+
+ByteView3D contiguous_view(py::array_t<uint8_t>& a) {
+  ByteView3D v;
+  v.base = a.mutable_data();
+  v.n = a.shape(0);
+  v.h = a.shape(1);
+  v.w = a.shape(2);
+  v.sn = a.strides(0);
+  v.sy = a.strides(1);
+  v.sx = a.strides(2);
+  return v;
+}
+
+// Applies stage(i, bits in, bits out) to every image i of `mask`, into a new uint8 array.
+template <class Stage>
+py::array_t<uint8_t> map_images(const py::array& mask, Stage&& stage) {
+  const ByteView3D in = byte_view(mask, "mask", false);
+  py::array_t<uint8_t> result = new_mask(in);
+  const ByteView3D out = contiguous_view(result);
+  {
+    py::gil_scoped_release nogil;
+    for_each_image(in, [&](int64_t i) {
+      BitImage a, b;
+      pack_mask(in.image(i), a);
+      stage(i, a, b);
+      unpack_mask(b, out.image(i));
+    });
+  }
+  return result;
+}
+
+py::array_t<uint8_t> erode(const py::array& mask, int64_t radius) {
+  check_radius(radius);
+  return map_images(mask, [&](int64_t, const BitImage& a, BitImage& b) { erode_bits(a, b, radius); });
+}
+
+py::array_t<uint8_t> dilate(const py::array& mask, int64_t radius) {
+  check_radius(radius);
+  return map_images(mask, [&](int64_t, const BitImage& a, BitImage& b) { dilate_bits(a, b, radius); });
+}
+
+py::array_t<uint8_t> fill_holes(const py::array& mask) {
+  return map_images(mask, [&](int64_t, const BitImage& a, BitImage& b) { fill_holes_bits(a, b); });
+}
+
+py::tuple filter_components(const py::array& mask, int64_t area_threshold) {
+  check_area(area_threshold);
+  std::vector<int64_t> kept(static_cast<size_t>(mask.ndim() == 3 ? mask.shape(0) : 0));
+  py::array_t<uint8_t> out = map_images(mask, [&](int64_t i, const BitImage& a, BitImage& b) {
+    kept[i] = filter_components_bits(a, area_threshold, b);
+  });
+  py::array_t<int64_t> counts(static_cast<py::ssize_t>(kept.size()));
+  std::copy(kept.begin(), kept.end(), counts.mutable_data());
+  return py::make_tuple(out, counts);
+}
+
+// The fused pipeline on one image: bytes -> bits once, four bit-image stages whose temporaries
+// (two bit images + the morphology's one) are 3/8 byte per pixel, bits -> the caller's view once.
+int64_t postprocess_image(const ByteView2D& src, int64_t area_threshold, const ByteView2D& dst) {
+  BitImage a, b;
+  pack_mask(src, a);
+  erode_bits(a, b, kErodeRadius);    // 5x5 once
+  dilate_bits(b, a, kDilateRadius);  // 5x5 three times == 13x13 (window clipped to the image)
+  fill_holes_bits(a, b);
+  const int64_t kept = filter_components_bits(b, area_threshold, a);
+  unpack_mask(a, dst);
+  return kept;
+}
+
+py::array_t<int64_t> postprocess(py::array mask, int64_t area_threshold, const py::array& out) {
+  check_area(area_threshold);
+  ByteView3D in = byte_view(mask, "mask", false);
+  const ByteView3D o = byte_view(out, "out", true);
+  if (o.n != in.n || o.h != in.h || o.w != in.w)
+    throw py::value_error("out must have the shape of mask (" + std::to_string(in.n) + ", " +
+                          std::to_string(in.h) + ", " + std::to_string(in.w) + "), got (" +
+                          std::to_string(o.n) + ", " + std::to_string(o.h) + ", " +
+                          std::to_string(o.w) + ")");
+  // Each image is fully packed before its output is written, but images run concurrently and
+  // an overlapping `out` could be any view of `mask`: read from a private copy then.
+  const auto si = in.span(), so = o.span();
+  if (si.first < so.second && so.first < si.second) {
+    mask = py::array(mask.attr("copy")());
+    in = byte_view(mask, "mask", false);
+  }
+  std::vector<int64_t> kept(static_cast<size_t>(in.n));
+  {
+    py::gil_scoped_release nogil;
+    for_each_image(in, [&](int64_t i) { kept[i] = postprocess_image(in.image(i), area_threshold, o.image(i)); });
+  }
+  py::array_t<int64_t> counts(static_cast<py::ssize_t>(kept.size()));
+  std::copy(kept.begin(), kept.end(), counts.mutable_data());
+  return counts;
+}
+
+}  // namespace
+
+void bind_postprocess(py::module_& m) {
+  m.def("erode", &erode, py::arg("mask"), py::arg("radius"),
+        "Binary erosion of uint8/bool (N, h, w) masks (nonzero = 1) with a (2r+1)^2 square;\n"
+        "pixels outside the image do not erode (cv2.erode's default border). -> uint8 (N, h, w) 0/1.");
+  m.def("dilate", &dilate, py::arg("mask"), py::arg("radius"),
+        "Binary dilation of uint8/bool (N, h, w) masks (nonzero = 1) with a (2r+1)^2 square;\n"
+        "pixels outside the image do not dilate. dilate(r=6) == cv2.dilate 5x5 three times.\n"
+        "-> uint8 (N, h, w) 0/1.");
+  m.def("fill_holes", &fill_holes, py::arg("mask"),
+        "Fill holes of uint8/bool (N, h, w) masks (nonzero = 1): background pixels not\n"
+        "8-connected through background to the border become 1 (scipy binary_fill_holes with a\n"
+        "3x3 structure). -> uint8 (N, h, w) 0/1.");
+  m.def("filter_components", &filter_components, py::arg("mask"), py::arg("area_threshold"),
+        "Keep the 8-connected components of uint8/bool (N, h, w) masks (nonzero = 1) whose\n"
+        "area is > area_threshold. -> (uint8 (N, h, w) 0/1, int64 (N,) kept counts).");
+  m.def("postprocess", &postprocess, py::arg("mask"), py::arg("area_threshold"), py::arg("out"),
+        "Fused erode r=2 -> dilate r=6 -> fill holes -> keep components with area >\n"
+        "area_threshold on uint8/bool (N, h, w) masks (nonzero = 1); writes 0/1 into `out`, a\n"
+        "uint8 or bool (N, h, w) array of any strides. -> int64 (N,) kept counts per image.");
+}
+
 }  // namespace desra

@@ -1,0 +1,115 @@
+// Run-based two-pass labelling of 8-connected pixel sets on bit-packed images (CPU), shared by
+// hole filling (background runs) and component filtering (foreground runs).
+//
+// Pass 1 (sequential, O(runs)): runs are numbered in raster order; a run is 8-adjacent to a run
+// of the previous row iff their column ranges overlap after widening by one pixel. Union-find
+// over run ids links the larger root under the smaller one, so parent[i] <= i always and the
+// root of a component is its first run; payloads (area, border contact) are merged at union
+// time into the surviving root. Path halving keeps finds short.
+// Pass 2 (parallel over rows): runs are re-extracted from the bits in the same order, so run
+// id = row_start[y] + index in row, and looked up in the flattened forest. Memory: 4 bytes of
+// parent (+ the caller's payload) per run, nothing per pixel.
+#pragma once
+
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "desra/bitmask_cpu.h"
+
+namespace desra {
+
+// Calls fn(x0, x1) for every maximal run [x0, x1) of pixels equal to Value in a packed row
+// (w columns, nw words, bits past w are 0).
+template <bool Value, class Fn>
+inline void for_each_run(const uint64_t* row, int64_t nw, int64_t w, Fn&& fn) {
+  const uint64_t last = (w % 64) ? (uint64_t{1} << (w % 64)) - 1 : ~uint64_t{0};
+  auto load = [&](int64_t k) -> uint64_t {
+    const uint64_t v = Value ? row[k] : ~row[k];
+    return k == nw - 1 ? (v & last) : v;
+  };
+  int64_t k = 0;
+  uint64_t cur = nw > 0 ? load(0) : 0;
+  for (;;) {
+    while (cur == 0) {
+      if (++k >= nw) return;
+      cur = load(k);
+    }
+    const int64_t x0 = k * 64 + __builtin_ctzll(cur);
+    uint64_t rest = ~cur & (~uint64_t{0} << (x0 & 63));  // non-Value bits at or after x0
+    while (rest == 0) {
+      if (++k >= nw) {
+        fn(x0, w);
+        return;
+      }
+      rest = ~load(k);
+    }
+    const int64_t x1 = k * 64 + __builtin_ctzll(rest);
+    if (x1 >= w) {  // only reachable through the padding bits of the last word
+      fn(x0, w);
+      return;
+    }
+    fn(x0, x1);
+    cur = load(k) & (~uint64_t{0} << (x1 & 63));
+  }
+}
+
+struct RunForest {
+  std::vector<int32_t> parent;        // parent[i] <= i; roots: parent[i] == i
+  std::vector<int64_t> row_start;     // run ids of row y: [row_start[y], row_start[y+1])
+
+  int32_t find(int32_t i) {
+    while (parent[i] != i) {
+      parent[i] = parent[parent[i]];
+      i = parent[i];
+    }
+    return i;
+  }
+  // Afterwards parent[i] is the root of i (ascending order works because parent[i] <= i).
+  void flatten() {
+    for (size_t i = 0; i < parent.size(); ++i) parent[i] = parent[parent[i]];
+  }
+};
+
+// Pass 1 over the runs of Value pixels. new_run(y, x0, x1) is called for each run in id order
+// (the caller appends its payload); merge(root, gone) when root `gone` is linked under `root`.
+template <bool Value, class NewRun, class Merge>
+void label_runs(const BitImage& img, RunForest& f, NewRun&& new_run, Merge&& merge) {
+  struct Run {
+    int64_t x0, x1;
+    int32_t id;
+  };
+  f.parent.clear();
+  f.row_start.assign(static_cast<size_t>(img.h + 1), 0);
+  std::vector<Run> prev, cur;
+  int32_t next_id = 0;
+  for (int64_t y = 0; y < img.h; ++y) {
+    f.row_start[y] = next_id;
+    cur.clear();
+    for_each_run<Value>(img.row(y), img.nw, img.w, [&](int64_t x0, int64_t x1) {
+      cur.push_back({x0, x1, next_id});
+      f.parent.push_back(next_id);
+      new_run(y, x0, x1);
+      ++next_id;
+    });
+    // 8-adjacency with the previous row: [c, d) touches [a, b) iff c <= b and d >= a.
+    size_t j = 0;
+    for (const Run& r : cur) {
+      while (j < prev.size() && prev[j].x1 < r.x0) ++j;
+      for (size_t t = j; t < prev.size() && prev[t].x0 <= r.x1; ++t) {
+        int32_t a = f.find(prev[t].id), b = f.find(r.id);
+        if (a == b) continue;
+        if (a > b) std::swap(a, b);
+        f.parent[b] = a;
+        merge(a, b);
+      }
+    }
+    std::swap(prev, cur);
+  }
+  f.row_start[img.h] = next_id;
+}
+
+// Upper bound on the runs of one colour in an h x w image (for the int32 run ids).
+inline int64_t max_runs(int64_t h, int64_t w) { return h * ((w + 1) / 2); }
+
+}  // namespace desra
