@@ -1,5 +1,560 @@
-// PLACEHOLDER (being written): registers nothing yet.
+// D map and fused pre-morphology mask on the CPU (GitHub issues 2 and 3).
+//
+//   dmap(gan, mse, window, scale)                                   -> float32 (N, H-10, W-10)
+//   premask(gan, mse, labels, weights, threshold, window, scale)    -> uint8   (N, H-10, W-10)
+//
+// What is computed (shared/SPEC.md §1-3): per channel c, with x = scale*mse and y = scale*gan,
+//   var_x = w*(x^2) - (w*x)^2 over an 11x11 window w (valid region only), same for y,
+//   D_c = (2 sqrt(var_x+1e-8) sqrt(var_y+1e-8) + C) / (var_x + var_y + C),  D = mean_c D_c,
+// and premask = clip(D * W[label], 0, 1) < threshold.
+//
+// Design: one fused pass, no full-size intermediate planes.
+//  * Work items are (image, strip of output rows); desra::parallel_for spreads them over threads.
+//  * A strip is walked in column tiles of kTileCols output pixels. For every input row of the
+//    strip (strip rows + the 10-row vertical halo) the tile's input segment (+10 columns of
+//    horizontal halo) is converted to float64, centred (v - 127.5), squared, and filtered
+//    horizontally into a ring of the last 11 rows (moments of x, x^2, y, y^2). As soon as 11 rows
+//    are in the ring, one output row is finished: vertical 11-tap sums, variances, D_c (float32),
+//    channel mean, and the result goes straight to the D output or through the threshold.
+//    The ring is 11 x 4 x kTileCols*C doubles = 270 KB for RGB: it stays in L2; the per-row
+//    buffers stay in L1. Channels stay interleaved (NHWC) through both passes: a horizontal tap
+//    is at offset j*C, so every inner loop is a unit-stride loop the compiler vectorizes
+//    (AVX-512 with -march=native; plain C++, no intrinsics, so any target compiles it).
+//  * Input dtype (uint8/uint16/float32/float64) and C (1, 3) are template parameters; any byte
+//    strides are read directly (no copies); a row whose pixels are packed (stride W = C*itemsize,
+//    stride C = itemsize) takes a flat conversion loop: the common contiguous NHWC uint8 case.
+//
+// Why float64 moments: the hard case is a nearly flat MSE region (var_x ~ 0.01..1) next to a
+// textured GAN one. There |dD/dvar_x| ~ sy/(sx*(sy^2+C)) is large (up to 654 at var_x = 0), and a
+// float32 E[x^2] - mu^2 cancels values ~65025 down to ~0.01, losing ~1e-3 in D. Any float32
+// scheme then needs per-pixel error bounds and frequent float64 repair on smooth gradients (sky),
+// where a tile-wide offset does not track the local mean. The separable float64 pass costs 2x the
+// float32 lanes but is uniformly good: |var error| <= 8.9e-15 * a^2 (a = 127.5 after centring),
+// i.e. <= 1.5e-10, so |D32 - D| <= 2e-7 (variances) + 1e-6 (float32 formula) everywhere.
+// The D formula itself (sqrt, division) runs in float32: 16 lanes, and its error is bounded below.
+//
+// Error bound (u64 = 2^-53, u32 = 2^-24; gamma_n = n*u64/(1 - n*u64)):
+//  (1) Main pass, values centred so |v - centre| <= a. Each moment is a horizontal then a vertical
+//      11-term chain: for the nonnegative sum m2 = w*(v-centre)^2 the relative error is
+//      <= gamma_23 (one rounding of the square, 11 + 11 multiply-adds); |error of m1| <= gamma_22*a;
+//      the separable weights g_i*g_j differ from the reference's rounded np.outer by <= 1 ulp
+//      (a consistent weight perturbation, changes var by <= 3 u64 * a^2). With the squaring and
+//      subtraction roundings, |var error| <= (3 gamma_23 + 5 u64) a^2 <= 80 u64 a^2 (kMainVarErr).
+//  (2) The float64 recomputation (the "reference"), direct 121-term sums of uncentred |v| <= b:
+//      |var error| <= (gamma_122 + 2 gamma_121 + 3 u64) b^2 <= 400 u64 b^2 (kRefVarErr).
+//  (3) Sensitivity: dD_c/dvar_x = (sy/sx)/M - N/M^2 with sx = sqrt(var_x+1e-8), M = var_x+var_y+C,
+//      N = 2 sx sy + C <= M + 2e-8. Since sy/M <= sy/(sy^2 + C - 1e-8) <= 1/(2 sqrt(C)) and
+//      1/sx <= 1e4, |dD_c/dvar| <= 653.6 + 1/C < 653.7 (kMaxVarSensitivity) for all var >= 0.
+//      Both computed variances are clamped at 0 and the exact ones are >= 0, so the mean value
+//      theorem applies on [0, inf) and clamping only moves a value towards the exact one.
+//  (4) Float32 evaluation (kEvalErr32 = 16 u32): conversion of each variance to float32 (relative
+//      u32; |v dD/dv| <= 1, so <= 2 u32 for both), +1e-8 (2 u32), product + sqrt + 2p + C (2.5 u32),
+//      vx + vy + C (2 u32), division (u32), channel mean ((d0+d1)+d2)/3 (<= 4 u32): 13.5 u32 < 16 u32.
+//  D_c and D are <= 1 + 2e-8/C, so relative and absolute errors coincide. Hence
+//      |D32 - D_ref64| <= band = 2 * 653.7 * (kMainVarErr a^2 + kRefVarErr b^2) + kEvalErr32,
+//  about 5e-6 for 0..255 data (the factor 2: var_x and var_y of a channel; the channel mean does
+//  not increase the bound). premask decides every pixel with |D32*W - threshold| > |W|*band from
+//  the float32 value (both values lie on the same side of the threshold, and clip(.,0,1) < t is
+//  monotone in D*W) and recomputes the others in float64 exactly as the reference formula.
+//  For the D map output, |D32 - D_exact| <= 2*653.7*kMainVarErr*a^2 + kEvalErr32 ~ 1.2e-6.
+//  a and b come from the dtype range for integer inputs and from the values actually read
+//  (running min/max over the strip) for float inputs, so out-of-range floats widen the band.
+//
+// Border rules: only the valid region is produced: output (o, x) is centred on input (o+5, x+5)
+// and its window is rows o..o+10, columns x..x+10, so no padding is ever read; the label of
+// output (o, x) is labels[n, o+5, x+5] (labels are full-size, like the images).
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "desra/dmap_math.h"
+#include "desra/hd.h"
+#include "desra/parallel.h"
+
+namespace py = pybind11;
+
 namespace desra {
-void bind_dmap(pybind11::module_& m) {}
+namespace {
+
+constexpr int kTileCols = 256;     // output pixels per column tile (ring = 270 KB for RGB, L2)
+constexpr int kMinStripRows = 32;  // a strip re-filters 10 halo rows: keep that overhead small
+constexpr double kCentre = 127.5;  // centre of the 0..255 scale: |v - kCentre| <= 127.5 in range
+constexpr int kPlanes = 4;         // ring planes: w*x, w*x^2 (MSE), w*y, w*y^2 (GAN)
+
+// An (N, H, W, C) array seen through its byte strides (any sign, no copies).
+struct Image4 {
+  const char* data;
+  int64_t sn, sh, sw, sc;
+  const char* at(int64_t n, int64_t r, int64_t x, int64_t c) const {
+    return data + n * sn + r * sh + x * sw + c * sc;
+  }
+};
+
+struct Labels3 {
+  const char* data = nullptr;  // nullptr: no segmentation, W = 1
+  int64_t sn = 0, sh = 0, sw = 0;
+  uint8_t at(int64_t n, int64_t r, int64_t x) const { return static_cast<uint8_t>(data[n * sn + r * sh + x * sw]); }
+};
+
+struct Problem {
+  int n, h, w, c, hout, wout;
+  double scale;
+  double g[kTaps];           // separable taps of the fast path
+  double w2[kTaps][kTaps];   // the reference's 2-D window (np.outer(k, k), or 1/121)
+};
+
+// Unaligned-safe element load (numpy views need not be aligned); compiles to a plain load.
+template <typename T>
+inline double load(const char* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return static_cast<double>(v);
+}
+
+// Bound inputs of the error band: a = max |v - kCentre|, b = max |v| over the values read.
+struct Range {
+  double lo = std::numeric_limits<double>::infinity();
+  double hi = -std::numeric_limits<double>::infinity();
+  void add(double v) {
+    lo = v < lo ? v : lo;
+    hi = v > hi ? v : hi;
+  }
+  double a() const { return std::max(hi - kCentre, kCentre - lo); }
+  double b() const { return std::max(std::fabs(lo), std::fabs(hi)); }
+};
+
+// |D32 - D64 reference| bound for values within `r` (see "Error bound" above).
+double error_band(const Range& r) {
+  if (!(r.lo <= r.hi)) return 0.0;  // nothing read yet
+  const double a = r.a(), b = r.b();
+  return 2.0 * kMaxVarSensitivity * (kMainVarErr * a * a + kRefVarErr * b * b) + kEvalErr32;
+}
+
+// D at output (o, x) of image n recomputed in float64 exactly as the released script: direct
+// 121-term sums of the scaled values and their squares, var = E[v^2] - E[v]^2, D_c, np.mean.
+double reference_pixel_d(const Problem& p, const Image4& gan, const Image4& mse, int n, int o,
+                         int x, double (*ld)(const char*)) {
+  double sum = 0;
+  for (int c = 0; c < p.c; ++c) {
+    double var[2];
+    const Image4* im[2] = {&mse, &gan};
+    for (int k = 0; k < 2; ++k) {
+      double mu = 0, m2 = 0;
+      for (int i = 0; i < kTaps; ++i)
+        for (int j = 0; j < kTaps; ++j) {
+          const double v = ld(im[k]->at(n, o + i, x + j, c)) * p.scale;
+          mu += p.w2[i][j] * v;
+          m2 += p.w2[i][j] * (v * v);
+        }
+      var[k] = m2 - mu * mu;
+    }
+    sum += channel_d64(var[0], var[1]);
+  }
+  return sum / p.c;
+}
+
+// clip(x, 0, 1) < threshold with numpy's NaN semantics (NaN stays NaN, NaN < t is false).
+inline bool below(double x, double threshold) {
+  if (x != x) return false;
+  x = x < 0 ? 0 : (x > 1 ? 1 : x);
+  return x < threshold;
+}
+
+std::atomic<int64_t> g_fallback_pixels{0};  // premask pixels decided in float64 (diagnostics)
+
+// Per-thread scratch, allocated once per parallel_for chunk.
+template <int C>
+struct Scratch {
+  static constexpr int kIn = (kTileCols + kTaps - 1) * C;  // input row segment incl. halo
+  static constexpr int kOut = kTileCols * C;               // output elements per ring row
+  std::vector<double> xrow[2], sqrow[2];                   // [0] = MSE, [1] = GAN
+  std::vector<double> ring;                                // [slot][plane][kOut]
+  std::vector<float> dch;                                  // D_c of one row segment
+  std::vector<float> drow;                                 // D of one row segment
+  Scratch() : ring(static_cast<size_t>(kTaps) * kPlanes * kOut), dch(kOut), drow(kTileCols) {
+    for (int k = 0; k < 2; ++k) {
+      xrow[k].resize(kIn);
+      sqrow[k].resize(kIn);
+    }
+  }
+};
+
+// Converts `count` pixels of row r (from column x0) to centred float64 values and their squares.
+template <typename T, int C>
+void convert_row(const Image4& im, int n, int r, int x0, int count, double scale, double* __restrict xr,
+                 double* __restrict sq, Range* range) {
+  const char* base = im.at(n, r, x0, 0);
+  const int len = count * C;
+  if (im.sc == static_cast<int64_t>(sizeof(T)) && im.sw == static_cast<int64_t>(C * sizeof(T))) {
+    // Packed pixels (contiguous NHWC row): one flat, vectorizable loop.
+    for (int k = 0; k < len; ++k) {
+      const double v = load<T>(base + static_cast<int64_t>(k) * sizeof(T)) * scale - kCentre;
+      xr[k] = v;
+      sq[k] = v * v;
+    }
+  } else {
+    for (int x = 0; x < count; ++x)
+      for (int c = 0; c < C; ++c) {
+        const double v = load<T>(base + x * im.sw + c * im.sc) * scale - kCentre;
+        xr[x * C + c] = v;
+        sq[x * C + c] = v * v;
+      }
+  }
+  if (range) {  // float inputs: the band needs the actual magnitudes
+    for (int k = 0; k < len; ++k) range->add(xr[k] + kCentre);
+  }
+}
+
+// Horizontal 11-tap pass: h1 = g*x, h2 = g*x^2 for `len` output elements (taps C apart).
+template <int C>
+void horizontal(const double* __restrict g, const double* __restrict xr, const double* __restrict sq, int len,
+                double* __restrict h1, double* __restrict h2) {
+  for (int k = 0; k < len; ++k) {
+    double s1 = 0, s2 = 0;
+#pragma GCC unroll 11
+    for (int j = 0; j < kTaps; ++j) {
+      s1 += g[j] * xr[k + j * C];
+      s2 += g[j] * sq[k + j * C];
+    }
+    h1[k] = s1;
+    h2[k] = s2;
+  }
+}
+
+// Vertical 11-tap pass over the ring + variances + D_c (float32) for `len` elements.
+// gs[s] is the tap of ring slot s for this output row (the ring is not rotated, the taps are).
+void vertical_d(const double* __restrict gs, const double* __restrict ring, int64_t slot_stride,
+                int64_t plane_stride, int len, float* __restrict dch) {
+  const double* rx1 = ring;
+  const double* rx2 = ring + plane_stride;
+  const double* ry1 = ring + 2 * plane_stride;
+  const double* ry2 = ring + 3 * plane_stride;
+  for (int k = 0; k < len; ++k) {
+    double x1 = 0, x2 = 0, y1 = 0, y2 = 0;
+#pragma GCC unroll 11
+    for (int s = 0; s < kTaps; ++s) {
+      const int64_t o = s * slot_stride + k;
+      x1 += gs[s] * rx1[o];
+      x2 += gs[s] * rx2[o];
+      y1 += gs[s] * ry1[o];
+      y2 += gs[s] * ry2[o];
+    }
+    const float vx = static_cast<float>(x2 - x1 * x1);
+    const float vy = static_cast<float>(y2 - y1 * y1);
+    dch[k] = channel_d(vx, vy);
+  }
+}
+
+// Channel mean: D = ((D_0 + D_1) + D_2) / 3 as np.mean over the stacked channels.
+template <int C>
+void channel_mean(const float* __restrict dch, int count, float* __restrict d) {
+  if (C == 1) {
+    std::memcpy(d, dch, sizeof(float) * count);
+  } else {
+    for (int x = 0; x < count; ++x) d[x] = (dch[3 * x] + dch[3 * x + 1] + dch[3 * x + 2]) / 3.0f;
+  }
+}
+
+// Where finished D rows go: straight into the float32 output, or through the threshold.
+struct DmapSink {
+  float* out;  // C-contiguous (N, hout, wout)
+  int hout, wout;
+  void row(const Problem&, int n, int o, int x0, int count, const float* d, double /*band*/) {
+    std::memcpy(out + (static_cast<int64_t>(n) * hout + o) * wout + x0, d, sizeof(float) * count);
+  }
+  void finish() {}
+};
+
+struct PremaskSink {
+  uint8_t* out;  // C-contiguous (N, hout, wout)
+  int hout, wout;
+  Labels3 labels;
+  const double* weights;  // kNumClasses entries
+  double threshold;
+  const Image4* gan;
+  const Image4* mse;
+  double (*ld)(const char*);
+  std::atomic<int64_t>* total_fallbacks;
+  std::atomic<bool>* total_bad_label;
+  int64_t fallbacks = 0;   // this chunk's pixels decided in float64
+  bool bad_label = false;  // this chunk met a label >= kNumClasses
+  void row(const Problem& p, int n, int o, int x0, int count, const float* d, double band) {
+    uint8_t* dst = out + (static_cast<int64_t>(n) * hout + o) * wout + x0;
+    for (int i = 0; i < count; ++i) {
+      double wt = 1.0;
+      if (labels.data) {
+        const uint8_t lab = labels.at(n, o + kHalo, x0 + i + kHalo);
+        if (lab >= kNumClasses) {
+          bad_label = true;
+          dst[i] = 0;
+          continue;
+        }
+        wt = weights[lab];
+      }
+      double xv = static_cast<double>(d[i]) * wt;
+      // D > 0 always, so a non-finite weight gives a non-finite product whatever D's last bits are.
+      if (std::isfinite(wt) && std::fabs(xv - threshold) <= std::fabs(wt) * band * (1 + 1e-9) + 1e-15 * (std::fabs(xv) + std::fabs(threshold))) {
+        xv = reference_pixel_d(p, *gan, *mse, n, o, x0 + i, ld) * wt;
+        ++fallbacks;
+      }
+      dst[i] = below(xv, threshold) ? 1 : 0;
+    }
+  }
+  void finish() {
+    total_fallbacks->fetch_add(fallbacks);
+    if (bad_label) total_bad_label->store(true);
+  }
+};
+
+// One work item: output rows [r0, r1) of image n, all columns, tile by tile.
+template <typename T, int C, typename Sink>
+void run_strip(const Problem& p, const Image4& gan, const Image4& mse, int n, int r0, int r1, Scratch<C>& s,
+               Sink& sink) {
+  constexpr bool kTrackRange = !std::is_integral<T>::value;
+  Range range;
+  if (!kTrackRange) {  // integer dtypes: the scaled range is known without reading the data
+    range.add(0.0);
+    range.add(static_cast<double>(std::numeric_limits<T>::max()) * p.scale);
+  }
+  const int64_t plane_stride = Scratch<C>::kOut;
+  const int64_t slot_stride = kPlanes * plane_stride;
+  for (int x0 = 0; x0 < p.wout; x0 += kTileCols) {
+    const int tw = std::min(kTileCols, p.wout - x0);
+    const int in_w = tw + kTaps - 1;
+    for (int r = r0; r < r1 + kTaps - 1; ++r) {
+      double* slot = s.ring.data() + (r % kTaps) * slot_stride;
+      convert_row<T, C>(mse, n, r, x0, in_w, p.scale, s.xrow[0].data(), s.sqrow[0].data(), kTrackRange ? &range : nullptr);
+      convert_row<T, C>(gan, n, r, x0, in_w, p.scale, s.xrow[1].data(), s.sqrow[1].data(), kTrackRange ? &range : nullptr);
+      horizontal<C>(p.g, s.xrow[0].data(), s.sqrow[0].data(), tw * C, slot, slot + plane_stride);
+      horizontal<C>(p.g, s.xrow[1].data(), s.sqrow[1].data(), tw * C, slot + 2 * plane_stride, slot + 3 * plane_stride);
+      const int o = r - (kTaps - 1);  // output row finished by input row r
+      if (o < r0) continue;
+      double gs[kTaps];  // slot (o + i) % 11 holds input row o + i, weighted by tap i
+      for (int i = 0; i < kTaps; ++i) gs[(o + i) % kTaps] = p.g[i];
+      vertical_d(gs, s.ring.data(), slot_stride, plane_stride, tw * C, s.dch.data());
+      channel_mean<C>(s.dch.data(), tw, s.drow.data());
+      sink.row(p, n, o, x0, tw, s.drow.data(), error_band(range));
+    }
+  }
+}
+
+// Splits the batch into (image, row strip) items and runs them on the thread pool.
+template <typename T, int C, typename MakeSink>
+void run_all(const Problem& p, const Image4& gan, const Image4& mse, MakeSink make_sink) {
+  const int threads = std::max(1, num_threads());
+  // Enough items for every thread when N is small, but strips tall enough that re-filtering the
+  // 10 halo rows of each strip stays a few percent of the work.
+  const int want = std::max(1, (2 * threads + p.n - 1) / p.n);
+  const int strips = std::max(1, std::min(want, p.hout / kMinStripRows));
+  const int rows = (p.hout + strips - 1) / strips;
+  const int64_t items = static_cast<int64_t>(p.n) * strips;
+  parallel_for(items, 1, [&](int64_t b, int64_t e) {
+    Scratch<C> scratch;
+    auto sink = make_sink();
+    for (int64_t it = b; it < e; ++it) {
+      const int n = static_cast<int>(it / strips);
+      const int r0 = static_cast<int>(it % strips) * rows;
+      const int r1 = std::min(p.hout, r0 + rows);
+      if (r0 < r1) run_strip<T, C>(p, gan, mse, n, r0, r1, scratch, sink);
+    }
+    sink.finish();
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Python-facing validation and dispatch.
+
+enum class DType { kU8, kU16, kF32, kF64 };
+
+DType dtype_of(const py::array& a, const char* name) {
+  const py::dtype dt = a.dtype();
+  if (dt.equal(py::dtype::of<uint8_t>())) return DType::kU8;
+  if (dt.equal(py::dtype::of<uint16_t>())) return DType::kU16;
+  if (dt.equal(py::dtype::of<float>())) return DType::kF32;
+  if (dt.equal(py::dtype::of<double>())) return DType::kF64;
+  throw py::value_error(std::string(name) + ": unsupported dtype " + py::str(dt).cast<std::string>() +
+                        " (expected native uint8, uint16, float32 or float64)");
+}
+
+struct Inputs {
+  Problem p;
+  Image4 gan, mse;
+  DType dtype;
+};
+
+Image4 view4(const py::array& a) {
+  return Image4{static_cast<const char*>(a.data()), a.strides(0), a.strides(1), a.strides(2), a.strides(3)};
+}
+
+Inputs validate(const py::array& gan, const py::array& mse, int window, double scale) {
+  if (gan.ndim() != 4 || mse.ndim() != 4)
+    throw py::value_error("dmap: gan and mse must be 4-D (N, H, W, C) arrays, got ndim " + std::to_string(gan.ndim()) +
+                          " and " + std::to_string(mse.ndim()));
+  for (int d = 0; d < 4; ++d)
+    if (gan.shape(d) != mse.shape(d))
+      throw py::value_error("dmap: gan and mse shapes differ (axis " + std::to_string(d) + ": " +
+                            std::to_string(gan.shape(d)) + " vs " + std::to_string(mse.shape(d)) + ")");
+  const DType dg = dtype_of(gan, "gan"), dm = dtype_of(mse, "mse");
+  if (dg != dm) throw py::value_error("dmap: gan and mse must have the same dtype");
+  const int64_t n = gan.shape(0), h = gan.shape(1), w = gan.shape(2), c = gan.shape(3);
+  if (c != 1 && c != 3) throw py::value_error("dmap: C must be 1 or 3, got " + std::to_string(c));
+  if (h < kWindow || w < kWindow)
+    throw py::value_error("dmap: H and W must be >= 11 (the window), got " + std::to_string(h) + "x" + std::to_string(w));
+  if (n < 1) throw py::value_error("dmap: empty batch");
+  if (h > (1 << 30) || w > (1 << 30) || n > (1 << 30)) throw py::value_error("dmap: image too large");
+  if (window != kWindowGaussian && window != kWindowBox)
+    throw py::value_error("dmap: window must be 0 (Gaussian) or 1 (box), got " + std::to_string(window));
+  if (!std::isfinite(scale) || scale <= 0) throw py::value_error("dmap: scale must be finite and > 0");
+  Inputs in;
+  Problem& p = in.p;
+  p.n = static_cast<int>(n);
+  p.h = static_cast<int>(h);
+  p.w = static_cast<int>(w);
+  p.c = static_cast<int>(c);
+  p.hout = p.h - (kWindow - 1);
+  p.wout = p.w - (kWindow - 1);
+  p.scale = scale;
+  window_taps(window, p.g);
+  for (int i = 0; i < kTaps; ++i)
+    for (int j = 0; j < kTaps; ++j) p.w2[i][j] = window == kWindowBox ? 1.0 / (kTaps * kTaps) : p.g[i] * p.g[j];
+  in.gan = view4(gan);
+  in.mse = view4(mse);
+  in.dtype = dg;
+  return in;
+}
+
+// Calls fn.template operator()<T, C>() for the runtime dtype and channel count.
+template <typename Fn>
+void dispatch(DType dt, int c, Fn&& fn) {
+  auto by_c = [&](auto tag) {
+    using T = decltype(tag);
+    if (c == 1) fn.template operator()<T, 1>();
+    else fn.template operator()<T, 3>();
+  };
+  switch (dt) {
+    case DType::kU8: by_c(uint8_t{}); break;
+    case DType::kU16: by_c(uint16_t{}); break;
+    case DType::kF32: by_c(float{}); break;
+    case DType::kF64: by_c(double{}); break;
+  }
+}
+
+template <typename T>
+double load_fn(const char* ptr) { return load<T>(ptr); }
+
+double (*loader_for(DType dt))(const char*) {
+  switch (dt) {
+    case DType::kU8: return &load_fn<uint8_t>;
+    case DType::kU16: return &load_fn<uint16_t>;
+    case DType::kF32: return &load_fn<float>;
+    case DType::kF64: return &load_fn<double>;
+  }
+  return nullptr;
+}
+
+// Runs the kernel for one (dtype, C) with a fresh copy of `proto` as each chunk's sink.
+template <typename Sink>
+struct Runner {
+  const Inputs& in;
+  const Sink& proto;
+  template <typename T, int C>
+  void operator()() const {
+    run_all<T, C>(in.p, in.gan, in.mse, [this] { return proto; });
+  }
+};
+
+py::array_t<float> dmap_py(const py::array& gan, const py::array& mse, int window, double scale) {
+  const Inputs in = validate(gan, mse, window, scale);
+  py::array_t<float> out({static_cast<py::ssize_t>(in.p.n), static_cast<py::ssize_t>(in.p.hout),
+                          static_cast<py::ssize_t>(in.p.wout)});
+  float* dst = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    const DmapSink sink{dst, in.p.hout, in.p.wout};
+    dispatch(in.dtype, in.p.c, Runner<DmapSink>{in, sink});
+  }
+  return out;
+}
+
+py::array_t<uint8_t> premask_py(const py::array& gan, const py::array& mse, const py::object& labels_obj,
+                                const py::object& weights_obj, double threshold, int window, double scale) {
+  const Inputs in = validate(gan, mse, window, scale);
+  Labels3 labels;
+  py::array labels_arr;
+  if (!labels_obj.is_none()) {
+    if (!py::isinstance<py::array>(labels_obj)) throw py::value_error("premask: labels must be a numpy uint8 array or None");
+    labels_arr = py::reinterpret_borrow<py::array>(labels_obj);
+    if (!labels_arr.dtype().equal(py::dtype::of<uint8_t>()))
+      throw py::value_error("premask: labels must have dtype uint8, got " + py::str(labels_arr.dtype()).cast<std::string>());
+    if (labels_arr.ndim() != 3 || labels_arr.shape(0) != in.p.n || labels_arr.shape(1) != in.p.h ||
+        labels_arr.shape(2) != in.p.w)
+      throw py::value_error("premask: labels must have shape (N, H, W) = (" + std::to_string(in.p.n) + ", " +
+                            std::to_string(in.p.h) + ", " + std::to_string(in.p.w) + ")");
+    labels = Labels3{static_cast<const char*>(labels_arr.data()), labels_arr.strides(0), labels_arr.strides(1),
+                     labels_arr.strides(2)};
+  }
+  double weights[kNumClasses];
+  std::fill(weights, weights + kNumClasses, 1.0);
+  if (!weights_obj.is_none()) {
+    py::array_t<double, py::array::forcecast> w;
+    try {
+      w = py::array_t<double, py::array::forcecast>::ensure(weights_obj);
+    } catch (...) {
+      w = py::array_t<double, py::array::forcecast>();
+    }
+    if (!w || w.ndim() != 1 || w.shape(0) != kNumClasses)
+      throw py::value_error("premask: weights must be a float64 array of shape (150,)");
+    for (int i = 0; i < kNumClasses; ++i) weights[i] = w.at(i);
+  } else if (labels.data) {
+    throw py::value_error("premask: weights are required when labels are given");
+  }
+  py::array_t<uint8_t> out({static_cast<py::ssize_t>(in.p.n), static_cast<py::ssize_t>(in.p.hout),
+                            static_cast<py::ssize_t>(in.p.wout)});
+  std::atomic<int64_t> fallbacks{0};
+  std::atomic<bool> bad_label{false};
+  {
+    py::gil_scoped_release nogil;
+    PremaskSink proto{out.mutable_data(), in.p.hout, in.p.wout, labels, weights, threshold,
+                      &in.gan, &in.mse, loader_for(in.dtype), &fallbacks, &bad_label};
+    dispatch(in.dtype, in.p.c, Runner<PremaskSink>{in, proto});
+  }
+  g_fallback_pixels.fetch_add(fallbacks.load());
+  if (bad_label.load()) throw py::value_error("premask: labels must be < 150 (ADE20K classes)");
+  return out;
+}
+
+}  // namespace
+
+void bind_dmap(py::module_& m) {
+  m.def("dmap", &dmap_py, py::arg("gan"), py::arg("mse"), py::arg("window"), py::arg("scale"),
+        R"doc(D map of a batch of image pairs.
+
+gan, mse: (N, H, W, C) arrays, C in {1, 3}, H, W >= 11, same shape and dtype (uint8, uint16,
+float32 or float64), any strides. Values used are element * scale (scale maps them to 0..255).
+window: 0 = Gaussian 11x11 sigma 1.5, 1 = box 11x11.
+Returns float32 (N, H-10, W-10) in (0, 1], within 1e-5 of the float64 reference.)doc");
+  m.def("premask", &premask_py, py::arg("gan"), py::arg("mse"), py::arg("labels"), py::arg("weights"),
+        py::arg("threshold"), py::arg("window"), py::arg("scale"),
+        R"doc(Pre-morphology mask: clip(D * W[label], 0, 1) < threshold as uint8 0/1 (N, H-10, W-10).
+
+labels: None (W = 1) or uint8 (N, H, W) ADE20K labels < 150 (read at the +5 offset of the valid
+region); weights: float64 (150,). Decisions equal the float64 reference's: pixels whose float32
+D*W lies within a rigorous error bound of the threshold are recomputed in float64.)doc");
+  m.def("_premask_fallback_count", [](bool reset) {
+        return reset ? g_fallback_pixels.exchange(0) : g_fallback_pixels.load();
+      },
+      py::arg("reset") = true,
+      "Diagnostics: premask pixels decided by the float64 recomputation since the last reset.");
+}
+
 }  // namespace desra
