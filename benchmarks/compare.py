@@ -1,0 +1,506 @@
+"""Compare the authors' pipeline, the best OpenCV/scipy composition and desra_fast (CPU).
+
+    python -m benchmarks.compare [--sizes 0.25,1,4,16] [--repeats 5] [--out benchmarks/RESULTS.md]
+
+All three run in this one process on the same inputs (``benchmarks.inputs``: real-looking pairs
+and ADE20K label maps), timed with ``time.perf_counter``, interleaved round-robin (authors,
+composition, desra_fast, authors, ...) so that a change of machine load hits all three alike,
+after one untimed warm-up call of each on another 0.25 Mpx pair. The median is reported.
+The authors' pipeline takes seconds at 4-16 Mpx: it gets as many repeats as fit in
+``--authors-budget`` seconds (at least 1, at most ``--repeats``); the count is printed.
+Peak memory is measured in a fresh process per size and implementation (``benchmarks.memory``).
+Prints the tables and writes them, with the machine description, to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from benchmarks import authors, composition, inputs
+
+ROOT = Path(__file__).resolve().parent.parent
+HALO = 5
+IMPLS = ("authors", "composition", "desra_fast")
+
+# Targets of GitHub issue 3 (4 Mpx pair, this machine).
+TARGET_VS_AUTHORS = 50.0
+TARGET_VS_COMPOSITION = 3.0
+TARGET_DMAP_MPXS = 150.0
+TARGET_SCALING = 4.5          # time(16 Mpx) / time(4 Mpx)
+TARGET_EXTRA_BPP = 12.0       # bytes per pixel above the inputs, one pair
+
+
+# ----------------------------------------------------------------------------------- timing
+def _timed(fn: Callable[[], object]) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def bench(fns: dict[str, Callable[[], object]], repeats: int, budgets: dict[str, float] | None = None
+          ) -> tuple[dict[str, list[float]], dict[str, object]]:
+    """Time each callable ``repeats`` times, interleaved round-robin; return (times, first results).
+
+    ``budgets[name]`` (seconds) caps the repeats of slow callables: after the first timed call
+    they get ``max(1, min(repeats, budget // first_time))`` calls.
+    """
+    budgets = budgets or {}
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    first: dict[str, object] = {}
+    wanted = {k: repeats for k in fns}
+    for r in range(repeats):
+        for name, fn in fns.items():
+            if r >= wanted[name]:
+                continue
+            t, out = _timed(fn)
+            times[name].append(t)
+            if r == 0:
+                first[name] = out
+                if name in budgets:
+                    wanted[name] = max(1, min(repeats, int(budgets[name] // max(t, 1e-9))))
+            del out
+    return times, first
+
+
+def med(ts: list[float] | None) -> float | None:
+    return statistics.median(ts) if ts else None
+
+
+# ----------------------------------------------------------------------------------- machine
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return ", ".join(x for x in ("avx2", "fma", "avx512f", "avx512bw", "avx512vl")
+                                     if x in flags)
+    except OSError:
+        pass
+    return "?"
+
+
+def _mem_total_gib() -> str:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal"):
+                    return f"{int(line.split()[1]) / 2**20:.1f} GiB"
+    except OSError:
+        pass
+    return "?"
+
+
+def _version(mod: str) -> str:
+    try:
+        m = __import__(mod)
+        return str(getattr(m, "__version__", "?"))
+    except Exception:  # noqa: BLE001 - optional packages
+        return "not installed"
+
+
+def _git_rev() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return rev + (" (+ uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def machine(fast_threads: int | None) -> dict[str, str]:
+    return {
+        "CPU": _cpu_model(),
+        "cores (os.cpu_count)": str(os.cpu_count()),
+        "SIMD": _cpu_flags(),
+        "memory": _mem_total_gib(),
+        "OS": f"{platform.system()} {platform.release()}",
+        "Python": platform.python_version(),
+        "numpy / scipy / OpenCV": f"{np.__version__} / {_version('scipy')} / {cv2.__version__}",
+        "torch": _version("torch"),
+        "desra_fast": f"{_version('desra_fast')} at git {_git_rev()}",
+        "threads": f"OpenCV {cv2.getNumThreads()}, desra_fast {fast_threads if fast_threads else 'n/a'}, "
+                   "numpy 1 (element-wise)",
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+# ----------------------------------------------------------------------------------- memory
+def measure_memory(impl: str, mpx: float, seg: bool) -> dict | None:
+    cmd = [sys.executable, "-m", "benchmarks.memory", "--impl", impl, "--mpx", repr(mpx)]
+    if seg:
+        cmd.append("--seg")
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"  memory {impl} {mpx:g} Mpx failed: {proc.stderr.strip().splitlines()[-1:]}", flush=True)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------------- run
+def run_size(mpx: float, repeats: int, budget: float, weights: np.ndarray, fast_mod, do_memory: bool
+             ) -> dict:
+    pair = inputs.make_pair(mpx)
+    px = pair.pixels
+    res: dict = {"mpx": mpx, "shape": pair.shape, "pixels": px}
+    print(f"\n== {mpx:g} Mpx ({pair.shape[0]}x{pair.shape[1]} = {px} px)", flush=True)
+
+    # Full detection, with and without the segmentation map.
+    for variant, seg in (("seg", pair.seg), ("noseg", None)):
+        fns = {
+            "authors": lambda: authors.detect(pair.gan, pair.mse, seg, weights),
+            "composition": lambda: composition.detect(pair.gan, pair.mse, seg, weights),
+        }
+        if fast_mod is not None:
+            fns["desra_fast"] = lambda: fast_mod.detect(pair.gan, pair.mse, seg)
+        times, first = bench(fns, repeats, {"authors": budget})
+        ref = first["authors"]
+        masks = {"authors": ref, "composition": first["composition"]}
+        if "desra_fast" in first:
+            full = np.asarray(first["desra_fast"])
+            masks["desra_fast"] = full[HALO:-HALO, HALO:-HALO]
+            frame_ok = int(np.count_nonzero(full)) == int(np.count_nonzero(masks["desra_fast"]))
+        else:
+            frame_ok = True
+        res[variant] = {
+            "times": times,
+            "median": {k: med(v) for k, v in times.items()},
+            "diff_vs_authors": {k: int(np.count_nonzero(np.asarray(m, bool) != ref)) for k, m in masks.items()
+                                if k != "authors"},
+            "mask_pixels": int(np.count_nonzero(ref)),
+            "frame_false": frame_ok,
+        }
+        m = res[variant]["median"]
+        print(f"  detect ({variant}): " + ", ".join(
+            f"{k} {v * 1e3:.1f} ms (n={len(times[k])})" for k, v in m.items())
+            + f"; mask diff vs authors: {res[variant]['diff_vs_authors']}", flush=True)
+
+    # D map alone.
+    fns = {
+        "authors": lambda: authors.d_map(pair.gan, pair.mse),
+        "composition": lambda: composition.d_map(pair.gan, pair.mse),
+    }
+    if fast_mod is not None:
+        fns["desra_fast"] = lambda: fast_mod.d_map(pair.gan, pair.mse)
+    times, first = bench(fns, repeats, {"authors": budget})
+    ref = first["authors"]
+    res["dmap"] = {
+        "times": times, "median": {k: med(v) for k, v in times.items()},
+        "max_abs_err": {k: float(np.max(np.abs(np.asarray(v, np.float64) - ref)))
+                        for k, v in first.items() if k != "authors"},
+    }
+    print("  d_map: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in res["dmap"]["median"].items())
+          + f"; max |D - D64|: {res['dmap']['max_abs_err']}", flush=True)
+
+    # desra_fast stage breakdown (seg variant: the released pipeline).
+    if fast_mod is not None:
+        pre = fast_mod.premask(pair.gan, pair.mse, pair.seg, weights)
+        er = np.asarray(fast_mod.erode(pre[0]))
+        di = np.asarray(fast_mod.dilate(er))
+        fi = np.asarray(fast_mod.fill_holes(di))
+        stage_fns = {
+            "d_map": lambda: fast_mod.d_map(pair.gan, pair.mse),
+            "premask": lambda: fast_mod.premask(pair.gan, pair.mse, pair.seg, weights),
+            "postprocess": lambda: fast_mod.postprocess(pre),
+            "erode": lambda: fast_mod.erode(pre[0]),
+            "dilate": lambda: fast_mod.dilate(er),
+            "fill_holes": lambda: fast_mod.fill_holes(di),
+            "filter_components": lambda: fast_mod.filter_components(fi),
+            "detect": lambda: fast_mod.detect(pair.gan, pair.mse, pair.seg),
+        }
+        times, _ = bench(stage_fns, repeats)
+        res["stages"] = {k: med(v) for k, v in times.items()}
+        print("  desra_fast stages: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in res["stages"].items()),
+              flush=True)
+
+    if do_memory:
+        res["memory"] = {}
+        for impl in ("fast", "composition", "authors"):
+            if impl == "fast" and fast_mod is None:
+                continue
+            r = measure_memory(impl, mpx, seg=True)
+            if r is not None:
+                res["memory"][impl] = r
+                print(f"  memory {impl}: {r['extra_bytes_per_pixel']:.2f} B/px extra peak "
+                      f"({r['method']}), numpy-traced {r['traced_peak_bytes_per_pixel']:.2f} B/px", flush=True)
+    return res
+
+
+# ----------------------------------------------------------------------------------- report
+def _s(v: float | None) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.3f}" if v >= 0.1 else f"{v * 1e3:.1f} ms"
+
+
+def _x(a: float | None, b: float | None) -> str:
+    return "n/a" if a is None or b is None or b == 0 else f"{a / b:.1f}x"
+
+
+def _mpxs(px: int, t: float | None) -> str:
+    return "n/a" if not t else f"{px / t / 1e6:.0f}"
+
+
+def _n(times: dict, k: str) -> str:
+    return str(len(times.get(k, [])))
+
+
+def render(results: list[dict], mach: dict, command: str, load: tuple, repeats: int, budget: float,
+           fast_note: str) -> str:
+    L: list[str] = []
+    a = L.append
+    a("# desra_fast benchmark results")
+    a("")
+    a("Generated by `benchmarks/compare.py`; reproduce with:")
+    a("")
+    a("```")
+    a(f"cd /path/to/desra_fast && {command}")
+    a("```")
+    a("")
+    a("Three implementations of the same DeSRA detection (threshold 0.7, area > 4000, Gaussian window),")
+    a("run in one process on the same inputs:")
+    a("")
+    a("- **authors**: the released pipeline (`benchmarks/authors.py`): float64 `cv2.filter2D` with the")
+    a("  11x11 window per channel, Python loop over labels for the semantic weights, `cv2.erode`/`dilate`")
+    a("  on the float64 mask, `scipy.ndimage.binary_fill_holes`, their per-region loop")
+    a("  `image_filtered[labels == i] = 255`. Their PNG write + read between hole filling and labelling")
+    a("  is I/O and is left out (replaced by the equivalent `(dst * 255).astype(uint8)`), as is the")
+    a("  segmentation network (the label map is an input).")
+    a("- **composition**: the fastest OpenCV/scipy/numpy composition we could write without a compiler")
+    a("  (`benchmarks/composition.py`): float32 separable Gaussian (`cv2.sepFilter2D`) in cache-sized")
+    a("  row strips, clamped variance, `cv2.compare`, `cv2.erode` 5x5 + `cv2.dilate` 13x13, hole filling")
+    a("  by `cv2.floodFill` from the border of a padded copy (checked equal to scipy's), and")
+    a("  `cv2.connectedComponentsWithStats` + a lookup table (no per-region loop).")
+    a("- **desra_fast**: `desra_fast.detect(gan, mse, seg, backend=\"cpu\")` (C++ kernels, `desra_fast._C`).")
+    a("")
+    a("Inputs (`benchmarks/inputs.py`): deterministic 4:3 pairs tiled from real photographs and from two")
+    a("real Real-ESRGAN / SRMD output pairs (`samples/`), MSE = smoothed, GAN = sharp + synthetic GAN-like")
+    a("texture in elliptical regions; seg = blocky ADE20K label maps. uint8 RGB; Mpx = H*W / 10^6;")
+    a("Mpx/s = H*W / median seconds / 10^6.")
+    a("")
+    a(f"Timing: `time.perf_counter`, median of up to {repeats} calls per cell, interleaved round-robin")
+    a(f"between the implementations after a warm-up call of each; the authors' pipeline gets as many calls")
+    a(f"as fit in {budget:g} s (at least 1): the `n` columns give the counts.")
+    a("")
+    a("## Machine")
+    a("")
+    a("| | |")
+    a("|---|---|")
+    for k, v in mach.items():
+        a(f"| {k} | {v} |")
+    a(f"| load average (1 min) before / after | {load[0]:.2f} / {load[1]:.2f} |")
+    a("")
+    if load[0] > 0.5 or load[1] > 1.0:
+        a("**Note:** the machine was not idle during this run (load average above); numbers are noisy.")
+        a("")
+    if fast_note:
+        a(f"**Note:** {fast_note}")
+        a("")
+
+    for variant, title in (("seg", "Full detection with a segmentation map (the released pipeline)"),
+                           ("noseg", "Full detection without a segmentation map")):
+        a(f"## {title}")
+        a("")
+        a("| size | H x W | authors | n | composition | n | desra_fast | n | desra_fast Mpx/s "
+          "| vs authors | vs composition | mask px | diff composition | diff desra_fast |")
+        a("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in results:
+            v = r[variant]
+            m, t = v["median"], v["times"]
+            d = v["diff_vs_authors"]
+            a(f"| {r['mpx']:g} Mpx | {r['shape'][0]} x {r['shape'][1]} | {_s(m.get('authors'))} | {_n(t, 'authors')} "
+              f"| {_s(m.get('composition'))} | {_n(t, 'composition')} | {_s(m.get('desra_fast'))} | {_n(t, 'desra_fast')} "
+              f"| {_mpxs(r['pixels'], m.get('desra_fast'))} | {_x(m.get('authors'), m.get('desra_fast'))} "
+              f"| {_x(m.get('composition'), m.get('desra_fast'))} | {v['mask_pixels']} "
+              f"| {d.get('composition', 'n/a')} | {d.get('desra_fast', 'n/a')} |")
+        a("")
+    a("Times in seconds unless marked ms. `mask px`: artifact pixels in the authors' mask; `diff ...`:")
+    a("pixels where that implementation's mask differs from the authors' (valid region; desra_fast's")
+    a("5-pixel frame is checked to be False). The composition computes D in float32 and so flips")
+    a("the few pixels whose D lies within float32 error of the threshold.")
+    a("")
+
+    a("## D map alone")
+    a("")
+    a("| size | authors | Mpx/s | composition | Mpx/s | desra_fast | Mpx/s | vs authors | vs composition "
+      "| max abs err composition | max abs err desra_fast |")
+    a("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        m = r["dmap"]["median"]
+        e = r["dmap"]["max_abs_err"]
+        px = r["pixels"]
+        a(f"| {r['mpx']:g} Mpx | {_s(m.get('authors'))} | {_mpxs(px, m.get('authors'))} | {_s(m.get('composition'))} "
+          f"| {_mpxs(px, m.get('composition'))} | {_s(m.get('desra_fast'))} | {_mpxs(px, m.get('desra_fast'))} "
+          f"| {_x(m.get('authors'), m.get('desra_fast'))} | {_x(m.get('composition'), m.get('desra_fast'))} "
+          f"| {e.get('composition', float('nan')):.1e} | "
+          + (f"{e['desra_fast']:.1e} |" if "desra_fast" in e else "n/a |"))
+    a("")
+    a("Errors are against the authors' float64 D map.")
+    a("")
+
+    if any("stages" in r for r in results):
+        a("## desra_fast stage breakdown (with segmentation map, ms)")
+        a("")
+        names = ["d_map", "premask", "postprocess", "erode", "dilate", "fill_holes", "filter_components",
+                 "detect"]
+        a("| size | " + " | ".join(names) + " |")
+        a("|---|" + "---|" * len(names))
+        for r in results:
+            if "stages" in r:
+                a(f"| {r['mpx']:g} Mpx | " + " | ".join(f"{r['stages'][k] * 1e3:.1f}" for k in names) + " |")
+        a("")
+        a("`premask` = D map + semantic weights + threshold, fused (with the float64 re-check near the")
+        a("threshold); `postprocess` = erode + dilate + fill holes + area filter, fused. `detect` =")
+        a("premask + postprocess + argument checks + the full-size output. `d_map` and the four single")
+        a("stages are the public functions, timed alone on the pipeline's intermediate masks.")
+        a("")
+
+    if any(r.get("memory") for r in results):
+        a("## Peak memory above the inputs (one pair, with segmentation map)")
+        a("")
+        a("| size | inputs B/px | desra_fast B/px | desra_fast numpy-traced B/px | composition B/px | authors B/px |")
+        a("|---|---|---|---|---|---|")
+        for r in results:
+            mm = r.get("memory") or {}
+            f = mm.get("fast")
+            g = lambda k: f"{mm[k]['extra_bytes_per_pixel']:.1f}" if k in mm else "n/a"  # noqa: E731
+            inp = next(iter(mm.values()))["input_bytes"] / r["pixels"] if mm else float("nan")
+            a(f"| {r['mpx']:g} Mpx | {inp:.1f} | {g('fast')} | "
+              + (f"{f['traced_peak_bytes_per_pixel']:.1f}" if f else "n/a")
+              + f" | {g('composition')} | {g('authors')} |")
+        a("")
+        a("Bytes per pixel (H*W) = bytes per Mpx / 10^6. Method (`benchmarks/memory.py`): a fresh process")
+        a("per cell builds the inputs and warms up on a small pair; after `gc.collect()` + `malloc_trim(0)`")
+        a("its resident set size is the baseline; writing 5 to `/proc/self/clear_refs` resets the kernel's")
+        a("peak-RSS mark; one `detect` call runs and `VmHWM - baseline` is its peak extra memory: every page")
+        a("it touched (numpy, OpenCV, C++ buffers), the returned H x W mask included. The numpy-traced")
+        a("column is `tracemalloc`'s peak over the same call (numpy buffers only, no C++ heap).")
+        a("")
+
+    a("## Targets (GitHub issue 3, 4 Mpx pair, with segmentation map)")
+    a("")
+    a("| target | measured | met |")
+    a("|---|---|---|")
+    by = {r["mpx"]: r for r in results}
+    r4 = by.get(4.0)
+    if r4:
+        m = r4["seg"]["median"]
+        va = m["authors"] / m["desra_fast"] if m.get("desra_fast") else None
+        vc = m["composition"] / m["desra_fast"] if m.get("desra_fast") else None
+        dm = r4["dmap"]["median"].get("desra_fast")
+        dm_mpxs = r4["pixels"] / dm / 1e6 if dm else None
+        a(f"| full detect >= {TARGET_VS_AUTHORS:g}x the authors' pipeline | "
+          + (f"{va:.1f}x | {'yes' if va >= TARGET_VS_AUTHORS else 'no'} |" if va else "n/a | n/a |"))
+        a(f"| full detect >= {TARGET_VS_COMPOSITION:g}x the OpenCV/scipy composition | "
+          + (f"{vc:.1f}x | {'yes' if vc >= TARGET_VS_COMPOSITION else 'no'} |" if vc else "n/a | n/a |"))
+        a(f"| D map >= {TARGET_DMAP_MPXS:g} Mpx/s | "
+          + (f"{dm_mpxs:.0f} Mpx/s | {'yes' if dm_mpxs >= TARGET_DMAP_MPXS else 'no'} |" if dm_mpxs else "n/a | n/a |"))
+    r16 = by.get(16.0)
+    if r4 and r16:
+        for label, get in (("detect", lambda r: r["seg"]["median"].get("desra_fast")),
+                           ("D map", lambda r: r["dmap"]["median"].get("desra_fast"))):
+            t4, t16 = get(r4), get(r16)
+            if t4 and t16:
+                q = t16 / t4
+                exp = r16["pixels"] / r4["pixels"]
+                a(f"| {label}: time(16 Mpx) <= {TARGET_SCALING:g}x time(4 Mpx) (pixel ratio {exp:.2f}) | "
+                  f"{q:.2f}x | {'yes' if q <= TARGET_SCALING else 'no'} |")
+    mems = [r["memory"]["fast"] for r in results if r.get("memory", {}).get("fast")]
+    if mems:
+        worst = max(mems, key=lambda x: x["extra_bytes_per_pixel"])
+        a(f"| extra memory <= {TARGET_EXTRA_BPP:g} B/px (one pair) | max {worst['extra_bytes_per_pixel']:.1f} B/px "
+          f"({worst['mpx']:g} Mpx) | {'yes' if worst['extra_bytes_per_pixel'] <= TARGET_EXTRA_BPP else 'no'} |")
+    diffs = [r[v]["diff_vs_authors"].get("desra_fast") for r in results for v in ("seg", "noseg")]
+    if diffs and all(d is not None for d in diffs):
+        ok = all(d == 0 for d in diffs) and all(r[v]["frame_false"] for r in results for v in ("seg", "noseg"))
+        a(f"| masks identical to the float64 pipeline | {sum(diffs)} differing pixels over all sizes | "
+          f"{'yes' if ok else 'no'} |")
+    a("")
+    return "\n".join(L)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="0.25,1,4,16", help="comma-separated megapixels (default 0.25,1,4,16)")
+    ap.add_argument("--repeats", type=int, default=5, help="timed calls per cell (median; default 5)")
+    ap.add_argument("--authors-budget", type=float, default=20.0,
+                    help="seconds of authors' pipeline calls per cell (at least 1 call; default 20)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    ap.add_argument("--out", default=None,
+                    help="markdown output (default: benchmarks/RESULTS.md of this checkout; '-' for none)")
+    args = ap.parse_args(argv)
+    try:
+        sizes = [float(s) for s in args.sizes.split(",") if s.strip()]
+    except ValueError:
+        ap.error(f"--sizes must be comma-separated numbers, got {args.sizes!r}")
+    if not sizes or any(s <= 0 for s in sizes):
+        ap.error("--sizes must be positive")
+    if args.repeats < 1:
+        ap.error("--repeats must be >= 1")
+
+    command = "python -m benchmarks.compare" + (" " + shlex.join(argv) if argv else "")
+    weights = inputs.load_weights()
+    fast_mod, fast_note, fast_threads = None, "", None
+    try:
+        from benchmarks import fast as fast_mod
+        ok, why = fast_mod.ready()
+        if not ok:
+            fast_mod, fast_note = None, f"desra_fast not benchmarked: {why}."
+        else:
+            fast_threads = fast_mod.num_threads()
+    except ImportError as e:
+        fast_mod, fast_note = None, f"desra_fast not benchmarked: {e}."
+    if fast_note:
+        print(fast_note, flush=True)
+
+    load0 = os.getloadavg()[0]
+    print(f"load average before: {load0:.2f}", flush=True)
+    warm = inputs.make_pair(0.25, seed=1)                   # warm-up: imports, thread pools, caches
+    authors.detect(warm.gan, warm.mse, warm.seg, weights)
+    composition.detect(warm.gan, warm.mse, warm.seg, weights)
+    if fast_mod is not None:
+        fast_mod.detect(warm.gan, warm.mse, warm.seg)
+        fast_mod.d_map(warm.gan, warm.mse)
+
+    results = [run_size(s, args.repeats, args.authors_budget, weights, fast_mod, not args.no_memory)
+               for s in sizes]
+    load1 = os.getloadavg()[0]
+    text = render(results, machine(fast_threads), command, (load0, load1), args.repeats,
+                  args.authors_budget, fast_note)
+    print("\n" + text)
+    if args.out != "-":
+        out = Path(args.out) if args.out else ROOT / "benchmarks" / "RESULTS.md"
+        out.write_text(text + "\n", encoding="utf-8")
+        print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
