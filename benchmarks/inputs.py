@@ -80,7 +80,8 @@ def shape_for(mpx: float) -> tuple[int, int]:
 def load_weights() -> np.ndarray:
     """float64 (150,) ADE20K semantic weights W[label] (the ``weight`` column of the bundled TSV)."""
     table = np.genfromtxt(WEIGHTS_TSV, delimiter="\t", names=True, dtype=None, encoding="utf-8")
-    weights = np.asarray(table["weight"], dtype=np.float64)
+    # a field of a structured array is a strided view: copy it into a plain contiguous vector
+    weights = np.ascontiguousarray(table["weight"], dtype=np.float64)
     if weights.shape != (150,) or not np.array_equal(table["label"], np.arange(150)):
         raise ValueError(f"{WEIGHTS_TSV}: expected labels 0..149 in order")
     return weights
