@@ -151,14 +151,14 @@ void emulate(PostprocessArgs& a, int64_t seed, int first_stage, Stages* stages) 
   const int n = a.n, h = a.h, w = a.w;
   const size_t px = size_t(n) * h * w;
 
-  if (first_stage > 0) std::memcpy(a.mask, a.premask, px);
+  if (first_stage > 0) std::memcpy(a.mask, a.premask, px);  // the input stands for that stage's input
   else emu.run_phased(morph_dims(n, h, w), kMorphSmemBytes,
                  [&](const ThreadIndex& t, uint8_t* s) { morph_load(t, a, s); },
                  [&](const ThreadIndex& t, uint8_t* s) { morph_erode_rows(t, a, s); },
                  [&](const ThreadIndex& t, uint8_t* s) { morph_erode_cols(t, a, s); },
                  [&](const ThreadIndex& t, uint8_t* s) { morph_dilate_rows(t, a, s); },
                  [&](const ThreadIndex& t, uint8_t* s) { morph_dilate_cols_store(t, a, s); });
-  if (stages) stages->dilated.assign(a.mask, a.mask + px);
+  if (stages) stages->dilated.assign(a.mask, a.mask + px);  // with first_stage > 0: the input
 
   for (int mode : {int(kLabelBackground), int(kLabelForeground)}) {
     if (mode == kLabelBackground && first_stage > 1) {
@@ -212,8 +212,10 @@ py::tuple emulate_py(py::array mask, int64_t area_threshold, int64_t seed, int i
     std::vector<uint8_t> premask(static_cast<const uint8_t*>(mask.data()),
                                  static_cast<const uint8_t*>(mask.data()) + px);
     py::gil_scoped_release release;
-    std::vector<uint8_t> work(px);
-    std::vector<int32_t> labels(px), area(px);
+    // Device workspaces hold whatever the previous batch left: start from garbage, not zeros, so
+    // a kernel that relies on zero-initialised memory fails here too.
+    std::vector<uint8_t> work(px, 0xCC);
+    std::vector<int32_t> labels(px, -7), area(px, 0x55555555);
     std::vector<unsigned long long> kept(size_t(n), 0xDEADBEEFull);  // kernel 5 must zero these
     gpu::PostprocessArgs a{};
     a.premask = premask.data();
