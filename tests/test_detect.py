@@ -237,3 +237,72 @@ def test_return_counts_counts_kept_regions():
     areas = oracle_component_areas(gan, mse)
     assert count == int((areas > 300).sum())
     assert np.array_equal(mask, oracle_detect(gan, mse, area_threshold=300))
+
+
+# ---- float64 decisions at the threshold ----------------------------------------------------------
+# The float64 reference itself is reproducible only to ~2e-9 where one variance is ~0 (sqrt(s+1e-8)
+# amplifies filter rounding of ~1e-10); float32 D is quantised to ~6e-8 at 0.7. A threshold placed
+# DELTA = 2e-8 from a pixel's float64 D' can therefore only be decided right in float64.
+DELTA = 2e-8
+
+
+def visible_probes(dprime, rng, max_probes):
+    """Pixels p whose side of threshold = D'[p] +- DELTA changes the final mask (area 0): a flip of
+    p alone is visible after erosion/dilation/fill. Returns a list of (threshold, expected mask)."""
+    h, w = dprime.shape
+    order = rng.permutation(h * w)
+    out = []
+    for flat in order:
+        v = dprime.flat[flat]
+        if v >= 1.0 - 1e-6 or v <= 1e-6:
+            continue  # clipped values are exact in any precision
+        for thr in (v + DELTA, v - DELTA):
+            if thr <= 0:
+                continue
+            near = np.abs(dprime - thr) < 4 * DELTA
+            if near.sum() != 1:
+                continue
+            pre = dprime < thr
+            flipped = pre.copy()
+            flipped.flat[flat] = not flipped.flat[flat]
+            a = oracle_postprocess(pre, 0)
+            if not np.array_equal(a, oracle_postprocess(flipped, 0)):
+                out.append((float(thr), a))
+        if len(out) >= max_probes:
+            break
+    return out
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
+@pytest.mark.parametrize("use_seg", [False, True])
+def test_float64_decision_at_threshold(dtype, use_seg):
+    rng = np.random.default_rng(["uint8", "uint16", "float32"].index(dtype) * 2 + int(use_seg))
+    total = 0
+    for k, gen in enumerate((I.photo_pair, I.synthetic_pair, I.photo_pair)):
+        gan8, mse8 = gen(48, 57, 900 + k)
+        if dtype == "uint8":
+            gan, mse, s = gan8, mse8, 1.0
+        elif dtype == "uint16":
+            gan = gan8.astype(np.uint16) * 257 + rng.integers(0, 257, gan8.shape).astype(np.uint16)
+            mse = mse8.astype(np.uint16) * 257 + rng.integers(0, 257, mse8.shape).astype(np.uint16)
+            s = 255.0 / 65535.0
+        else:
+            gan = (gan8 / 255 + rng.uniform(-1e-3, 1e-3, gan8.shape)).clip(0, 1).astype(np.float32)
+            mse = (mse8 / 255).astype(np.float32)
+            s = 255.0
+        g64, m64 = gan.astype(np.float64) * s, mse.astype(np.float64) * s
+        seg = I.blocky_seg(48, 57, 950 + k, block=6, labels=[2, 1, 4, 84, 144]) if use_seg else None
+        for window in ("gaussian", "box"):
+            d = oracle_dmap(g64, m64, window)
+            if seg is not None:
+                from oracle import oracle_weights
+                d = np.clip(d * oracle_weights()[seg[5:-5, 5:-5]], 0, 1)
+            for thr, inner in visible_probes(d, rng, 6):
+                expected = np.zeros((48, 57), bool)
+                expected[5:-5, 5:-5] = inner
+                got = desra_fast.detect(gan, mse, seg, threshold=thr, area_threshold=0, window=window,
+                                        backend="cpu")
+                assert np.array_equal(got, expected), (
+                    f"{dtype} seg={use_seg} image {k} window={window} threshold={thr!r}: {mask_diff(got, expected)}")
+                total += 1
+    assert total >= 12, f"only {total} visible probes found: the test would be weak"
