@@ -306,3 +306,43 @@ def test_float64_decision_at_threshold(dtype, use_seg):
                     f"{dtype} seg={use_seg} image {k} window={window} threshold={thr!r}: {mask_diff(got, expected)}")
                 total += 1
     assert total >= 12, f"only {total} visible probes found: the test would be weak"
+
+
+# ---- random cases (hypothesis) -----------------------------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(h=st.integers(11, 90), w=st.integers(11, 90), seed=st.integers(0, 10**6), n=st.integers(0, 3),
+       thr=st.floats(0.2, 0.98), area=st.integers(0, 400), window=st.sampled_from(["gaussian", "box"]),
+       seg_kind=st.sampled_from(["none", "blocky", "noise", "transposed"]))
+def test_random_cases_match_oracle(h, w, seed, n, thr, area, window, seg_kind):
+    gens = (I.photo_pair, I.synthetic_pair)
+    pairs = [gens[(seed + i) % 2](h, w, seed + i) for i in range(max(n, 1))]
+    segs = []
+    for i in range(max(n, 1)):
+        if seg_kind == "none":
+            segs.append(None)
+        elif seg_kind == "blocky":
+            segs.append(I.blocky_seg(h, w, seed + i, block=1 + (seed % 9)))
+        elif seg_kind == "noise":
+            segs.append(np.random.default_rng(seed + i).integers(0, 150, (h, w)).astype(np.int32))
+        else:  # a non-contiguous view
+            segs.append(I.blocky_seg(w, h, seed + i, block=3).T)
+    expected = [oracle_detect(g, m, s, threshold=thr, area_threshold=area, window=window)
+                for (g, m), s in zip(pairs, segs)]
+    if n == 0:
+        got = desra_fast.detect(pairs[0][0], pairs[0][1], segs[0], threshold=thr, area_threshold=area,
+                                window=window, backend="cpu")
+        check_full_mask(got, h, w)
+        assert np.array_equal(got, expected[0]), mask_diff(got, expected[0])
+    else:
+        gan = np.stack([p[0] for p in pairs])
+        mse = np.stack([p[1] for p in pairs])
+        seg = None if seg_kind == "none" else np.stack(segs)
+        got = desra_fast.detect(gan, mse, seg, threshold=thr, area_threshold=area, window=window, backend="cpu")
+        assert got.shape == (n, h, w) and got.dtype == np.bool_
+        for i in range(n):
+            check_full_mask(got[i], h, w)
+            assert np.array_equal(got[i], expected[i]), f"item {i}: {mask_diff(got[i], expected[i])}"

@@ -139,6 +139,25 @@ def test_torch_chw_nchw_uint8(pair):
     assert_same(out[0], exp, "torch NCHW")
 
 
+def test_torch_uint16_and_strided_views():
+    big_g, big_m = I.photo_pair(2 * SHAPE[0], 2 * SHAPE[1], 4244)
+    tg = torch.from_numpy(big_g).permute(2, 0, 1)[:, ::2, 1::2]  # strided, channels-first view
+    tm = torch.from_numpy(big_m).permute(2, 0, 1)[:, ::2, 1::2]
+    g, m = big_g[::2, 1::2].astype(np.float64), big_m[::2, 1::2].astype(np.float64)
+    assert not tg.is_contiguous()
+    assert_same(desra_fast.detect(tg, tm, area_threshold=AREA, backend="cpu"), expect(g, m), "strided torch")
+    if not hasattr(torch, "uint16"):
+        return
+    rng = np.random.default_rng(5)
+    g16 = big_g[::2, 1::2].astype(np.uint16) * 257 + rng.integers(0, 257, g.shape).astype(np.uint16)
+    m16 = big_m[::2, 1::2].astype(np.uint16) * 257
+    t16g = torch.from_numpy(g16).permute(2, 0, 1)
+    t16m = torch.from_numpy(m16).permute(2, 0, 1)
+    s = 255.0 / 65535.0
+    out = desra_fast.detect(t16g, t16m, area_threshold=AREA, backend="cpu")
+    assert_same(out, expect(g16 * s, m16 * s), "torch uint16")
+
+
 def test_torch_float32_and_bfloat16(pair):
     gan, mse = pair
     g2, m2 = I.synthetic_pair(*SHAPE, 7)
