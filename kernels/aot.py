@@ -68,17 +68,52 @@ def compile_stage1(arch: int, dtype: str, fused: bool, has_labels: bool = True, 
     return triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
 
 
+def stage1_cases(arch: int) -> list[dict]:
+    """The specialisations CI compiles: D map and fused mask (with labels) for every input dtype
+    with 3 channels, plus 1 channel and the label-free mask."""
+    cases = [{"arch": arch, "dtype": dt, "fused": fused, "has_labels": fused, "channels": 3}
+             for dt in POINTER_TYPES for fused in (False, True)]
+    cases.append({"arch": arch, "dtype": "uint8", "fused": False, "has_labels": False, "channels": 1})
+    cases.append({"arch": arch, "dtype": "float32", "fused": True, "has_labels": False, "channels": 1})
+    return cases
+
+
+# Every @triton.jit kernel that is launched from Python, with the cases that compile it.
+KERNEL_CASES = {"stage1_kernel": stage1_cases}
+
+
+def _resource_usage(cubin: bytes) -> str:
+    """cuobjdump -res-usage line (registers, spills as LOCAL) when Triton's bundled cuobjdump runs."""
+    import shutil
+    import tempfile
+
+    try:
+        from triton import knobs
+
+        tool = os.path.join(os.path.dirname(knobs.nvidia.ptxas.path), "cuobjdump")
+    except Exception:  # pragma: no cover - layout of the Triton wheel differs
+        tool = shutil.which("cuobjdump")
+    if not tool or not os.path.exists(tool):
+        return ""
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        out = subprocess.run([tool, "-res-usage", f.name], capture_output=True, text=True).stdout
+    return next((ln.strip() for ln in out.splitlines() if "REG:" in ln), "")
+
+
 def compile_report(arch: int, dtype: str, fused: bool, has_labels: bool = True, channels: int = 3) -> dict:
-    """compile_stage1 + a JSON-able summary (sizes, registers, spills, PTX target line)."""
+    """compile_stage1 + a JSON-able summary (PTX target, sizes, float64 instructions, resources)."""
+    import re
+
     k = compile_stage1(arch, dtype, fused, has_labels, channels)
     ptx = k.asm["ptx"]
     target_line = next((ln for ln in ptx.splitlines() if ln.startswith(".target")), "")
-    md = k.metadata
     return {
         "arch": arch, "dtype": dtype, "fused": fused, "has_labels": has_labels, "channels": channels,
         "ptx_target": target_line.strip(), "ptx_chars": len(ptx), "cubin_bytes": len(k.asm["cubin"]),
-        "n_regs": getattr(k, "n_regs", None), "n_spills": getattr(k, "n_spills", None),
-        "shared": getattr(md, "shared", None), "num_warps": getattr(md, "num_warps", None),
+        "f64_math": sorted(set(re.findall(r"\b(?:sqrt|div|rcp|rsqrt)\.[a-z.]*f64\b", ptx))),
+        "resources": _resource_usage(k.asm["cubin"]),
     }
 
 
