@@ -241,3 +241,16 @@ def test_load_weights_overrides():
     vec = np.linspace(0, 2, 150)
     assert np.array_equal(desra_fast.load_weights(vec), vec)
     assert np.array_equal(desra_fast.load_weights(list(vec)), vec)
+
+
+def test_public_stages_compose_to_detect():
+    """detect's interior == postprocess(threshold(float64 D, seg)) with the public stage functions."""
+    gan, mse = I.real_pair("rocket")
+    H, W = gan.shape[:2]
+    seg = I.blocky_seg(H, W, 17, block=30, labels=[2, 1, 4, 144])
+    for s in (None, seg):
+        d = oracle_dmap(gan, mse)
+        staged = desra_fast.postprocess(desra_fast.threshold(d, s), area_threshold=800)
+        full = desra_fast.detect(gan, mse, s, area_threshold=800, backend="cpu")
+        check(full[5:-5, 5:-5], staged, f"detect vs stages (seg={'yes' if s is not None else 'no'})")
+        assert staged.any()
