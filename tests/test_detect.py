@@ -379,3 +379,29 @@ def test_upscaled_real_pair_megapixel():
     kept, dropped = run_matrix(gan, mse, (4000,), (0.7,), windows=("gaussian",), segs=(None, seg),
                                label="rocket x2")
     assert kept > 0 and dropped > 0, (kept, dropped)
+
+
+@pytest.fixture(scope="module")
+def motorcycle_batch():
+    gan, mse = I.real_pair("motorcycle")
+    seg = I.blocky_seg(*gan.shape[:2], 63, block=25, labels=[2, 0, 12])
+    batch_g = np.stack([gan, gan[::-1].copy(), gan[:, ::-1].copy()])
+    batch_m = np.stack([mse, mse[::-1].copy(), mse[:, ::-1].copy()])
+    expected = [oracle_detect(batch_g[i], batch_m[i], seg, area_threshold=100) for i in range(3)]
+    dref = [oracle_dmap(batch_g[i], batch_m[i]) for i in range(3)]
+    return batch_g, batch_m, np.stack([seg] * 3), expected, dref
+
+
+@pytest.mark.parametrize("threads", [1, 3, 8])
+def test_thread_count_does_not_change_results(threads, motorcycle_batch):
+    batch_g, batch_m, segs, expected, dref = motorcycle_batch
+    old = desra_fast.get_num_threads()
+    try:
+        desra_fast.set_num_threads(threads)
+        got = desra_fast.detect(batch_g, batch_m, segs, area_threshold=100, backend="cpu")
+        d = desra_fast.d_map(batch_g, batch_m, backend="cpu")
+    finally:
+        desra_fast.set_num_threads(old)
+    for i in range(3):
+        assert np.array_equal(got[i], expected[i]), f"threads={threads} item {i}: {mask_diff(got[i], expected[i])}"
+        assert np.abs(d[i] - dref[i]).max() <= 1e-5
