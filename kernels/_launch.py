@@ -17,10 +17,11 @@ from .stage1 import stage1_kernel, var_rel_bound
 SUPPORTED_DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32)
 LAYOUTS = ("nchw", "nhwc")
 
-# Tile shapes. On a GPU: 32 output columns x 64 output rows per program, 8 warps (the six
-# [4, 16, 32] float32 rings then take ~48 registers per thread). Under the interpreter the cost
-# grows with the number of programs, so tiles are as large as the image allows.
-GPU_BW, GPU_BH, GPU_WARPS = 32, 64, 8
+# Tile shapes. On a GPU: 32 output columns x 64 output rows per program and one warp per
+# (image, padded channel) pair, i.e. 2 * CP warps (8 for RGB): lanes on columns, the 16 taps in
+# registers. Under the interpreter the cost grows with the number of programs, so tiles are as
+# large as the image allows.
+GPU_BW, GPU_BH = 32, 64
 INTERP_MAX_BW, INTERP_BH = 128, 256
 
 
@@ -126,12 +127,17 @@ def float32_bracket(x: float) -> tuple[float, float]:
     return float(x32), float(x32)
 
 
-def tile_config(Ho: int, Wo: int) -> tuple[int, int, int]:
+def gpu_warps(channels: int) -> int:
+    """One warp per (image, padded channel): 2 * next_pow2(C)."""
+    return 2 * (1 << (channels - 1).bit_length())
+
+
+def tile_config(Ho: int, Wo: int, channels: int) -> tuple[int, int, int]:
     """(BW, BH, num_warps) for the current mode (see GPU_* / INTERP_* above)."""
     if interpreting():
         bw = min(INTERP_MAX_BW, max(16, 1 << (Wo - 1).bit_length()))
         return bw, min(INTERP_BH, Ho), 4
-    return GPU_BW, GPU_BH, GPU_WARPS
+    return GPU_BW, GPU_BH, gpu_warps(channels)
 
 
 def make_out(out, shape, dtype, device, name):
@@ -152,7 +158,7 @@ def launch(gan, mse, g: Geometry, m: Geometry, out, *, window, scale, fused, lab
     if g.N == 0:
         return out
     taps, taps2d, rho = tables(window, gan.device)
-    bw, bh, warps = tile_config(Ho, Wo)
+    bw, bh, warps = tile_config(Ho, Wo, C)
     grid = (triton_cdiv(Wo, bw), triton_cdiv(Ho, bh), g.N)
     thr_lo, thr_hi = float32_bracket(threshold)
     params64 = torch.tensor([float(threshold), scale], dtype=torch.float64, device=gan.device)

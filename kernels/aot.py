@@ -52,7 +52,7 @@ def stage1_signature(dtype: str, fused: bool) -> dict:
 
 def compile_stage1(arch: int, dtype: str, fused: bool, has_labels: bool = True, channels: int = 3,
                    block_w: int = _launch.GPU_BW, block_h: int = _launch.GPU_BH,
-                   num_warps: int = _launch.GPU_WARPS):
+                   num_warps: int | None = None):
     """Compile one specialisation of stage1_kernel for GPUTarget('cuda', arch, 32); returns the
     CompiledKernel (asm['ptx'], asm['cubin'], metadata with n_regs / n_spills when available)."""
     from .stage1 import stage1_kernel
@@ -63,6 +63,8 @@ def compile_stage1(arch: int, dtype: str, fused: bool, has_labels: bool = True, 
         "C": channels, "FUSED_MASK": fused, "HAS_LABELS": has_labels and fused,
         "CP": 1 << (channels - 1).bit_length(), "BH": block_h, "BW": block_w,
     }
+    if num_warps is None:
+        num_warps = _launch.gpu_warps(channels)
     src = triton.compiler.ASTSource(fn=stage1_kernel, signature=stage1_signature(dtype, fused),
                                     constexprs=constexprs)
     return triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})

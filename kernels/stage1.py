@@ -61,16 +61,16 @@ def _dmap_row_f64(ptr4, row_step4, ok4, img3, chan2, i, one64, taps2d_ptr, scale
                   C: tl.constexpr, CP: tl.constexpr, BW: tl.constexpr):
     """float64 D of output row i for BW columns, exactly as the reference computes it:
     x = element * scale, mu = sum w x, E2 = sum w x^2, var = E2 - mu^2, D = mean_c D_c.
-    ptr4 [2, CP, 16, BW]: pointers of tap b of column j in input row 0 (image 0 = MSE, 1 = GAN)."""
-    b4 = tl.arange(0, 16)[None, None, :, None]
+    ptr4 [16, 2, CP, BW]: pointers of tap b of column j in input row 0 (image 0 = MSE, 1 = GAN)."""
+    b4 = tl.arange(0, 16)[:, None, None, None]
     mu = tl.zeros([2, CP, BW], dtype=tl.float64)
     e2 = tl.zeros([2, CP, BW], dtype=tl.float64)
     for a in range(11):
         w = tl.load(taps2d_ptr + a * 16 + b4)
         x = tl.load(ptr4 + (i + a) * one64 * row_step4, mask=ok4, other=0)
         x = x.to(tl.float32).to(tl.float64) * scale64  # exact: every input dtype widens exactly
-        mu += tl.sum(w * x, axis=2)
-        e2 += tl.sum(w * (x * x), axis=2)
+        mu += tl.sum(w * x, axis=0)
+        e2 += tl.sum(w * (x * x), axis=0)
     var = e2 - mu * mu
     vx = tl.sum(tl.where(img3 == 0, var, 0.0), axis=0)  # MSE-SR
     vy = tl.sum(tl.where(img3 == 1, var, 0.0), axis=0)  # GAN-SR
@@ -120,7 +120,9 @@ def stage1_kernel(
     i0 = pid_h * BH
     i_end = tl.minimum(i0 + BH, Ho)
 
-    # Loop-invariant addressing over [image, channel, (tap,) column].
+    # Loop-invariant addressing over [tap, image, channel, column]. The tap axis comes first so
+    # that Triton's default layout puts lanes on columns and warps on (image, channel): every
+    # reduction over the 16 taps / ring slots then stays inside one thread (no shared memory).
     img3 = tl.arange(0, 2)[:, None, None]
     chan3 = tl.arange(0, CP)[None, :, None]
     col3 = col0 + tl.arange(0, BW)[None, None, :]
@@ -131,24 +133,23 @@ def stage1_kernel(
              + chan3 * (tl.where(is_x3, m_sC, g_sC) * one64))   # [2, CP, 1] pointers
     ptrc = base3 + (col3 + 5) * s_w3                    # window-centre column, input row 0
     okc = (chan3 < C) & (col3 < Wo)
-    img4 = img3[:, :, None, :]
-    tap4 = tl.arange(0, 16)[None, None, :, None]
-    s_h4 = s_h3[:, :, None, :]
-    ptr4 = base3[:, :, None, :] + (col3[:, :, None, :] + tap4) * s_w3[:, :, None, :]  # tap b of column j
-    ok4 = okc[:, :, None, :] & (tap4 < 11)
+    tap4 = tl.arange(0, 16)[:, None, None, None]
+    s_h4 = s_h3[None, :, :, :]
+    ptr4 = base3[None, :, :, :] + (col3[None, :, :, :] + tap4) * s_w3[None, :, :, :]  # tap b of column j
+    ok4 = okc[None, :, :, :] & (tap4 < 11)
     chan2 = tl.arange(0, CP)[:, None]
     jj = tl.arange(0, BW)
     col_ok = col0 + jj < Wo
 
-    taps4 = tl.load(taps_ptr + tap4)  # [1, 1, 16, 1] float32, zero beyond tap 10
+    taps4 = tl.load(taps_ptr + tap4)  # [16, 1, 1, 1] float32, zero beyond tap 10
     slot4 = tap4                      # ring slot index along the tap axis
 
     # Ring of the last 11 input rows' horizontal moments, slot = row % 11 (slots 11..15 unused, 0):
     # ring_c: the row's pixel under the window-centre column; ring_1: row mean relative to it;
     # ring_v: row variance (two-pass).
-    ring_c = tl.zeros([2, CP, 16, BW], dtype=tl.float32)
-    ring_1 = tl.zeros([2, CP, 16, BW], dtype=tl.float32)
-    ring_v = tl.zeros([2, CP, 16, BW], dtype=tl.float32)
+    ring_c = tl.zeros([16, 2, CP, BW], dtype=tl.float32)
+    ring_1 = tl.zeros([16, 2, CP, BW], dtype=tl.float32)
+    ring_v = tl.zeros([16, 2, CP, BW], dtype=tl.float32)
 
     # The first 10 input rows of the tile only fill the ring; from then on every input row
     # completes output row i = r - 10.
@@ -157,14 +158,14 @@ def stage1_kernel(
         # --- horizontal pass over input row r: centred, two-pass (see module docstring) ---
         x = tl.load(ptr4 + r64 * s_h4, mask=ok4, other=0).to(tl.float32)
         xc = tl.load(ptrc + r64 * s_h3, mask=okc, other=0).to(tl.float32)
-        dev = x - xc[:, :, None, :]
-        h1 = tl.sum(taps4 * dev, axis=2)
-        e = dev - h1[:, :, None, :]
-        hv = tl.sum(taps4 * (e * e), axis=2)
+        dev = x - xc[None, :, :, :]
+        h1 = tl.sum(taps4 * dev, axis=0)
+        e = dev - h1[None, :, :, :]
+        hv = tl.sum(taps4 * (e * e), axis=0)
         slot = r % 11
-        ring_c = tl.where(slot4 == slot, xc[:, :, None, :], ring_c)
-        ring_1 = tl.where(slot4 == slot, h1[:, :, None, :], ring_1)
-        ring_v = tl.where(slot4 == slot, hv[:, :, None, :], ring_v)
+        ring_c = tl.where(slot4 == slot, xc[None, :, :, :], ring_c)
+        ring_1 = tl.where(slot4 == slot, h1[None, :, :, :], ring_1)
+        ring_v = tl.where(slot4 == slot, hv[None, :, :, :], ring_v)
 
         if r >= i0 + 10:
             # --- vertical pass for output row i: slot s holds input row i + a, a = (s - i) mod 11 ---
@@ -173,10 +174,10 @@ def stage1_kernel(
             tapsv4 = tl.load(taps_ptr + tap_of_slot)
             rc64 = (i + 5) * one64  # input row of the window centre
             xcc = tl.load(ptrc + rc64 * s_h3, mask=okc, other=0).to(tl.float32)
-            t = (ring_c - xcc[:, :, None, :]) + ring_1   # row means relative to the centre pixel
-            mu = tl.sum(tapsv4 * t, axis=2)
-            dt = t - mu[:, :, None, :]
-            var = (tl.sum(tapsv4 * (dt * dt), axis=2) + tl.sum(tapsv4 * ring_v, axis=2)) * scale2
+            t = (ring_c - xcc[None, :, :, :]) + ring_1   # row means relative to the centre pixel
+            mu = tl.sum(tapsv4 * t, axis=0)
+            dt = t - mu[None, :, :, :]
+            var = (tl.sum(tapsv4 * (dt * dt), axis=0) + tl.sum(tapsv4 * ring_v, axis=0)) * scale2
             vx = tl.sum(tl.where(img3 == 0, var, 0.0), axis=0)  # [CP, BW], MSE-SR
             vy = tl.sum(tl.where(img3 == 1, var, 0.0), axis=0)  # GAN-SR
             dc = (2.0 * tl.sqrt(vx + VAR_EPS) * tl.sqrt(vy + VAR_EPS) + C_CONST) / (vx + vy + C_CONST)

@@ -142,7 +142,7 @@ def test_dmap_multi_tile(monkeypatch, tiles):
     """Small tiles (many programs, partial edge tiles, ring warm-up per tile) and the GPU tile
     shape that aot.py compiles (32 x 64) give the same D as the oracle."""
     bw, bh = tiles
-    monkeypatch.setattr(launch_mod, "tile_config", lambda ho, wo: (bw, bh, 4))
+    monkeypatch.setattr(launch_mod, "tile_config", lambda ho, wo, c: (bw, bh, 4))
     gan, mse = batch([photo_pair(45, 61, seed=31), synthetic_pair(45, 61, seed=32)])
     d, ref = run_dmap(gan, mse, "uint8", "nchw", "gaussian")
     assert np.abs(d - ref).max() <= TOL

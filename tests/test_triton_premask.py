@@ -132,7 +132,7 @@ def test_premask_float32_weights_and_label_view():
 
 def test_premask_multi_tile(monkeypatch):
     """Tiles of 16 x 8 outputs: per-tile ring warm-up and the float64 branch in edge tiles."""
-    monkeypatch.setattr(launch_mod, "tile_config", lambda ho, wo: (16, 8, 4))
+    monkeypatch.setattr(launch_mod, "tile_config", lambda ho, wo, c: (16, 8, 4))
     h, w = 40, 53
     gan, mse = batch([photo_pair(h, w, seed=101)])
     labels = blocky_seg(h, w, seed=102)[None]
