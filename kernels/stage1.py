@@ -2,16 +2,17 @@
 
 ``stage1_kernel`` computes, per output tile and for every channel of both images, the windowed
 mean mu and the windowed variance E[x^2] - mu^2 (11x11 Gaussian sigma 1.5 or box window, SPEC.md
-section 1), then D = mean over channels of D_c. With ``FUSED_MASK`` it goes on to the label-map ->
+section 1; E[x^2] is never formed as such in float32, see "Exactness" below), then D = mean over
+channels of D_c, accumulating in float32 and writing float32 D of shape (N, H-10, W-10). With ``FUSED_MASK`` it goes on to the label-map ->
 weight lookup, the clip to [0, 1] and the ``< threshold`` test and writes the uint8 mask instead
 of D. Launch functions live in ``dmap.py`` and ``premask.py``; this file holds only device code.
 
 Tiling. One program owns an output tile of BH rows x BW columns of one image. It streams the
-BH + 10 input rows of the tile top to bottom; for each input row it gathers, per channel, the 11
-horizontal taps of every output column as one [CP, 16, BW] load (taps padded to 16 with weight 0,
-channels padded to CP = next power of two of C), computes the row's horizontal moments and pushes
-them into an 11-slot ring (a [CP, 16, BW] register tensor, slot = row % 11). Once 11 rows are in
-the ring, each new row completes one output row. Inputs are read with their own dtype and
+BH + 10 input rows of the tile top to bottom; for each input row it gathers, for both images and
+every channel, the 11 horizontal taps of every output column as one [16, 2, CP, BW] load (taps
+padded to 16 with weight 0, channels padded to CP = next power of two of C), computes the row's
+horizontal moments and pushes them into an 11-slot ring (a [16, 2, CP, BW] register tensor,
+slot = row % 11). Once 11 rows are in the ring, each new row completes one output row. Inputs are read with their own dtype and
 strides (uint8/float16/bfloat16/float32, NCHW or NHWC or any view): no conversion copies.
 
 Exactness without float64 accumulation. E[x^2] - mu^2 in float32 cancels catastrophically when
@@ -27,7 +28,8 @@ by the law of total variance over the separable window w[a, b] = g[a] g[b]:
 Every rounding error is then proportional to the local deviations z = x - x[5, 5] rather than to
 the intensity level: a flat window gives exactly 0, and since z[5, 5] = 0, Cauchy-Schwarz gives
 sum w z^2 <= var / w[5, 5] (w[5, 5] = 0.0708 Gaussian, 1/121 box), so the error is RELATIVE to the
-variance itself: |var32 - var| <= REL_BOUND[window] * var (derivation in ``var_rel_bound``).
+variance itself: |var32 - var| <= rho * var32 (rho = ``var_rel_bound``: 2.4e-4 Gaussian, 1.0e-3
+box, a rigorous worst case; realised errors are ~1e-7 relative).
 Moments are computed on the raw element values (exact in float32 for all four dtypes) and the
 variance is multiplied by scale^2 at the end, so the dtype scaling adds one relative rounding.
 
@@ -37,7 +39,37 @@ pixel in float32 only when the whole interval of clip(D * W[label], 0, 1) is on 
 threshold. Any output row of a tile holding an undecided pixel recomputes that row in float64
 with direct sums exactly like the reference (mu = w*x, E[x^2] = w*(x^2), var = E[x^2] - mu^2)
 inside the same kernel (a branch taken only by such rows; no host synchronisation, no second
-launch). The band is about 1e-4 wide around the threshold, so few rows take it.
+launch). The band is about 2e-4 (Gaussian) wide around the threshold: on the bundled real pairs
+~1e-4 of the pixels and ~0.3 % of the 32-pixel tile rows take the branch.
+
+Global-memory reads and halo overhead. A program reads its (BH + 10) x (BW + 10) input window
+once per image (the gather of a row requests each element from <= 11 lanes of ONE load
+instruction, which the coalescer merges), plus the window-centre pixel once per input row and
+once per output row. With the GPU tile BH x BW = 64 x 32 the halo overhead per tile is
+74 * 42 / (64 * 32) = 1.52x, and since the halo (10) is smaller than both tile sides an input
+element is read by at most 2 x 2 = 4 programs: every element is fetched from global memory a
+bounded number of times (<= 4 tiles x (1 gather + 2 centre loads)). Neighbouring tiles run at
+about the same time, so the halo re-reads are expected to hit L2: DRAM traffic ~1.0x, L2 -> SM
+traffic 1.52x the input.
+
+Cost per output pixel, RGB, both images (3840 x 2160 ~ 8.3 Mpx per frame):
+  bytes (DRAM, halos served by L2)   read 2*C*s (s = 1 uint8, 2 fp16/bf16, 4 fp32) + write 4 (D)
+      uint8: 6 + 4 = 10 B     fp16/bf16: 12 + 4 = 16 B     fp32: 24 + 4 = 28 B
+      fused mask, uint8: 6 + 1 (label) + 1 (mask) = 8 B
+  arithmetic, per (image, channel) and 11 taps: horizontal 11 x (sub, fma, sub, mul, fma) and
+      vertical 11 x (sub, add, fma, sub, mul, fma, fma) = 187 FLOP (FMA = 2), x 6 = ~1.1 kFLOP
+      useful; as executed (taps padded 11 -> 16, channels 3 -> 4, ring updates by select,
+      gathers, conversions, 64-bit addresses) ~370 instructions per thread per input row with
+      256 threads per 32 output pixels = ~3.0k lane-instructions per output pixel.
+  H100 SXM (HBM3 3.35 TB/s; 132 SMs x 128 FP32 lanes x 1.98 GHz = 33.5 T lane-instr/s):
+      memory bound: 10 B/px -> 335 Gpx/s (25 us per 4K uint8 frame; fp32 inputs: 120 Gpx/s)
+      instruction bound: 33.5e12 / 3.0e3 -> ~11 Gpx/s (~0.75 ms per 4K frame)
+  => the kernel is instruction-bound at roughly 3 % of the memory roofline. This is an ESTIMATE
+  from operation counts and data-sheet peaks, not a measurement: no GPU was available. Resource
+  use from ptxas (aot.py): D map 124-127 registers, 8 warps, no spills (2 CTAs = 16 warps per
+  SM); fused mask 213-246 registers (1 CTA per SM), the float64 branch being the main cost.
+  Known headroom: the padding waste (16/11 taps, 4/3 channels), moving the float64 re-decision
+  to a separate small kernel to free registers, 32-bit addressing for tensors < 2^31 elements.
 """
 from __future__ import annotations
 
