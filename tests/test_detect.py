@@ -10,11 +10,14 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import desra_fast
 import images as I
 from oracle import (BORDER, mask_diff, oracle_component_areas, oracle_detect, oracle_dmap,
-                    oracle_postprocess, oracle_threshold, oracle_components, oracle_postprocess_steps)
+                    oracle_postprocess, oracle_threshold, oracle_components, oracle_postprocess_steps,
+                    oracle_weights)
 
 GENERATORS = {"photo": I.photo_pair, "synthetic": I.synthetic_pair}
 SMALL_AREAS = (0, 30, 200, 4000)
@@ -66,11 +69,12 @@ def test_small_images_match_oracle(gen, size):
     run_matrix(gan, mse, SMALL_AREAS, THRESHOLDS, segs=(None, seg), label=f"{gen} seed={seed}")
 
 
+@pytest.mark.parametrize("rep", [0, 1])
 @pytest.mark.parametrize("size", I.MEDIUM_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("gen", sorted(GENERATORS))
-def test_medium_images_match_oracle(gen, size):
+def test_medium_images_match_oracle(gen, size, rep):
     h, w = size
-    seed = 2000 + h + w + (0 if gen == "photo" else 1)
+    seed = 2000 + h + w + (0 if gen == "photo" else 1) + 10000 * rep
     gan, mse = GENERATORS[gen](h, w, seed)
     seg = I.blocky_seg(h, w, seed, block=24)
     kept, dropped = run_matrix(gan, mse, MEDIUM_AREAS, (0.7, 0.6), segs=(None, seg), label=f"{gen} seed={seed}")
@@ -199,7 +203,6 @@ def test_weights_vector_and_dict_match_oracle():
     for weights in (vec, list(vec), {"sky": 0.3, "tree": 2.0, "person": 0.0}, {"building": 1.0}):
         d = oracle_dmap(gan, mse)
         if isinstance(weights, dict):
-            from oracle import oracle_weights
             wv = oracle_weights(weights)
         else:
             wv = np.asarray(weights, float)
@@ -295,8 +298,7 @@ def test_float64_decision_at_threshold(dtype, use_seg):
         for window in ("gaussian", "box"):
             d = oracle_dmap(g64, m64, window)
             if seg is not None:
-                from oracle import oracle_weights
-                d = np.clip(d * oracle_weights()[seg[5:-5, 5:-5]], 0, 1)
+                    d = np.clip(d * oracle_weights()[seg[5:-5, 5:-5]], 0, 1)
             for thr, inner in visible_probes(d, rng, 6):
                 expected = np.zeros((48, 57), bool)
                 expected[5:-5, 5:-5] = inner
@@ -309,11 +311,9 @@ def test_float64_decision_at_threshold(dtype, use_seg):
 
 
 # ---- random cases (hypothesis) -----------------------------------------------------------------
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(h=st.integers(11, 90), w=st.integers(11, 90), seed=st.integers(0, 10**6), n=st.integers(0, 3),
        thr=st.floats(0.2, 0.98), area=st.integers(0, 400), window=st.sampled_from(["gaussian", "box"]),
        seg_kind=st.sampled_from(["none", "blocky", "noise", "transposed"]))

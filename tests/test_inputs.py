@@ -252,6 +252,21 @@ def test_float_out_of_range_suggests_dividing():
         desra_fast.detect(t, t)
 
 
+def test_float_range_boundaries():
+    base = np.full((20, 20, 3), 0.5)
+    for ok in (1.049, -0.049, 1.0, 0.0):
+        g = base.copy()
+        g[3, 4, 2] = ok
+        assert desra_fast.d_map(g, base).shape == (10, 10)
+    for bad in (1.051, -0.051, 255.0):
+        g = base.copy()
+        g[3, 4, 2] = bad
+        with pytest.raises(ValueError, match="255"):
+            desra_fast.detect(g, base)
+        with pytest.raises(ValueError, match="255"):
+            desra_fast.detect(base, g)
+
+
 @pytest.mark.parametrize("dtype", [np.bool_, np.complex64, np.complex128, object])
 def test_non_image_dtypes_are_type_errors(dtype):
     a = np.zeros((20, 20, 3), dtype=dtype)

@@ -11,8 +11,8 @@ from scipy import ndimage
 import desra_fast
 import images as I
 from oracle import (load_table, mask_diff, oracle_components, oracle_dilate, oracle_dmap, oracle_erode,
-                    oracle_fill_holes, oracle_filter_components, oracle_postprocess, oracle_threshold,
-                    oracle_weights)
+                    oracle_fill_holes, oracle_filter_components, oracle_postprocess, oracle_postprocess_steps,
+                    oracle_threshold, oracle_weights)
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -118,7 +118,6 @@ def test_stage_composition_equals_postprocess():
     expected = per_image(lambda x: oracle_postprocess(x, 500), m)
     check(staged, expected, "composed stages")
     check(desra_fast.postprocess(m, area_threshold=500), expected, "postprocess")
-    from oracle import oracle_postprocess_steps
     areas = np.concatenate([oracle_components(oracle_postprocess_steps(x))[1] for x in m])
     assert (areas > 500).any() and (areas <= 500).any(), areas
 
