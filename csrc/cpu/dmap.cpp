@@ -13,13 +13,14 @@
 //  * A strip is walked in column tiles of kTileCols output pixels. For every input row of the
 //    strip (strip rows + the 10-row vertical halo) the tile's input segment (+10 columns of
 //    horizontal halo) is converted to float64, centred (v - 127.5), squared, and filtered
-//    horizontally into a ring of the last 11 rows (moments of x, x^2, y, y^2). As soon as 11 rows
-//    are in the ring, one output row is finished: vertical 11-tap sums, variances, D_c (float32),
-//    channel mean, and the result goes straight to the D output or through the threshold.
-//    The ring is 11 x 4 x kTileCols*C doubles = 270 KB for RGB: it stays in L2; the per-row
-//    buffers stay in L1. Channels stay interleaved (NHWC) through both passes: a horizontal tap
+//    horizontally into a ring of the last 14 rows (moments of x, x^2, y, y^2). Every 4 new rows
+//    finish 4 output rows at once (each ring value loaded once serves 4 rows): vertical 11-tap
+//    sums, variances, D_c (float32), channel mean, and the result goes straight to the D output or
+//    through the threshold. The ring is 14 x 4 x kTileCols*C doubles = 344 KB for RGB: it stays
+//    in L2; the per-row buffers stay in L1. Channels stay interleaved (NHWC) through both passes: a horizontal tap
 //    is at offset j*C, so every inner loop is a unit-stride loop the compiler vectorizes
-//    (AVX-512 with -march=native; plain C++, no intrinsics, so any target compiles it).
+//    The three hot loops (horizontal, vertical, D formula) have AVX-512 bodies and a plain C++
+//    fallback/tail computing the same sums in the same order.
 //  * Input dtype (uint8/uint16/float32/float64) and C (1, 3) are template parameters; any byte
 //    strides are read directly (no copies); a row whose pixels are packed (stride W = C*itemsize,
 //    stride C = itemsize) takes a flat conversion loop: the common contiguous NHWC uint8 case.
@@ -77,16 +78,34 @@
 #include <type_traits>
 #include <vector>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+// GCC 12's avx512fintrin.h trips -Wmaybe-uninitialized (its _mm512_cvtpd_ps uses an undefined
+// vector as pass-through); the warning is about the header, not this file.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#endif
+
+// GCC tunes Sapphire Rapids for 256-bit vectors by default; these loops are FMA-bound and run
+// faster with zmm registers. This changes no result (no reassociation, no fast-math), so the
+// error bound below stands. (Set before the includes so the inlined helpers get it too: GCC does
+// not inline across different target options.)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__AVX512F__)
+#pragma GCC target("prefer-vector-width=512")
+#endif
+
 #include "desra/dmap_math.h"
 #include "desra/hd.h"
 #include "desra/parallel.h"
 
 namespace py = pybind11;
 
+
 namespace desra {
 namespace {
 
-constexpr int kTileCols = 256;     // output pixels per column tile (ring = 270 KB for RGB, L2)
+constexpr int kTileCols = 256;     // output pixels per column tile (ring = 344 KB for RGB, in L2)
 constexpr int kMinStripRows = 32;  // a strip re-filters 10 halo rows: keep that overhead small
 constexpr double kCentre = 127.5;  // centre of the 0..255 scale: |v - kCentre| <= 127.5 in range
 constexpr int kPlanes = 4;         // ring planes: w*x, w*x^2 (MSE), w*y, w*y^2 (GAN)
@@ -172,22 +191,44 @@ inline bool below(double x, double threshold) {
 
 std::atomic<int64_t> g_fallback_pixels{0};  // premask pixels decided in float64 (diagnostics)
 
-// Per-thread scratch, allocated once per parallel_for chunk.
+constexpr int kBlockRows = 4;                      // output rows finished per vertical pass
+constexpr int kRingRows = kTaps - 1 + kBlockRows;  // input rows those need: 14
+
+// Per-thread scratch, allocated once per parallel_for chunk. Row lengths are multiples of 16
+// elements, so the vector loops may run over whole vectors past a tile's last element (the
+// extra lanes hold stale finite data and are never read back as results).
 template <int C>
 struct Scratch {
   static constexpr int kIn = (kTileCols + kTaps - 1) * C;  // input row segment incl. halo
   static constexpr int kOut = kTileCols * C;               // output elements per ring row
+  static_assert(kOut % 16 == 0, "vector loops round lengths up to 16 elements");
   std::vector<double> xrow[2], sqrow[2];                   // [0] = MSE, [1] = GAN
-  std::vector<double> ring;                                // [slot][plane][kOut]
+  std::vector<double> ring;                                // [slot][plane][kOut], kRingRows slots
+  std::vector<float> vx, vy;                               // [kBlockRows][kOut] variances
   std::vector<float> dch;                                  // D_c of one row segment
   std::vector<float> drow;                                 // D of one row segment
-  Scratch() : ring(static_cast<size_t>(kTaps) * kPlanes * kOut), dch(kOut), drow(kTileCols) {
+  Scratch()
+      : ring(static_cast<size_t>(kRingRows) * kPlanes * kOut),
+        vx(kBlockRows * kOut),
+        vy(kBlockRows * kOut),
+        dch(kOut),
+        drow(kTileCols) {
     for (int k = 0; k < 2; ++k) {
-      xrow[k].resize(kIn);
-      sqrow[k].resize(kIn);
+      xrow[k].resize(kIn + 16);
+      sqrow[k].resize(kIn + 16);
     }
   }
 };
+
+// Brings the next input row segment towards L1 while the current one is filtered: each tile row
+// is a short run in a different page, which the hardware prefetcher does not anticipate.
+template <typename T, int C>
+inline void prefetch_row(const Image4& im, int n, int r, int x0, int count) {
+  if (im.sc != static_cast<int64_t>(sizeof(T)) || im.sw != static_cast<int64_t>(C * sizeof(T))) return;
+  const char* base = im.at(n, r, x0, 0);
+  const int64_t bytes = static_cast<int64_t>(count) * C * sizeof(T);
+  for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(base + b);
+}
 
 // Converts `count` pixels of row r (from column x0) to centred float64 values and their squares.
 template <typename T, int C>
@@ -215,13 +256,32 @@ void convert_row(const Image4& im, int n, int r, int x0, int count, double scale
   }
 }
 
-// Horizontal 11-tap pass: h1 = g*x, h2 = g*x^2 for `len` output elements (taps C apart).
+// Horizontal 11-tap pass: h1 = g*x, h2 = g*x^2 for `len` output elements (taps C apart, so the
+// channels stay interleaved). Each sum adds its taps in order j = 0..10 starting from 0.
 template <int C>
 void horizontal(const double* __restrict g, const double* __restrict xr, const double* __restrict sq, int len,
                 double* __restrict h1, double* __restrict h2) {
-  for (int k = 0; k < len; ++k) {
-    double s1 = 0, s2 = 0;
+  int k = 0;
+#if defined(__AVX512F__)
+  __m512d gv[kTaps];
+  for (int j = 0; j < kTaps; ++j) gv[j] = _mm512_set1_pd(g[j]);
+  for (; k < len; k += 16) {  // two vectors per step: four independent FMA chains
+    __m512d a0 = _mm512_setzero_pd(), a1 = a0, b0 = a0, b1 = a0;
 #pragma GCC unroll 11
+    for (int j = 0; j < kTaps; ++j) {
+      a0 = _mm512_fmadd_pd(gv[j], _mm512_loadu_pd(xr + k + j * C), a0);
+      a1 = _mm512_fmadd_pd(gv[j], _mm512_loadu_pd(xr + k + 8 + j * C), a1);
+      b0 = _mm512_fmadd_pd(gv[j], _mm512_loadu_pd(sq + k + j * C), b0);
+      b1 = _mm512_fmadd_pd(gv[j], _mm512_loadu_pd(sq + k + 8 + j * C), b1);
+    }
+    _mm512_storeu_pd(h1 + k, a0);
+    _mm512_storeu_pd(h1 + k + 8, a1);
+    _mm512_storeu_pd(h2 + k, b0);
+    _mm512_storeu_pd(h2 + k + 8, b1);
+  }
+#endif
+  for (; k < len; ++k) {
+    double s1 = 0, s2 = 0;
     for (int j = 0; j < kTaps; ++j) {
       s1 += g[j] * xr[k + j * C];
       s2 += g[j] * sq[k + j * C];
@@ -231,28 +291,74 @@ void horizontal(const double* __restrict g, const double* __restrict xr, const d
   }
 }
 
-// Vertical 11-tap pass over the ring + variances + D_c (float32) for `len` elements.
-// gs[s] is the tap of ring slot s for this output row (the ring is not rotated, the taps are).
-void vertical_d(const double* __restrict gs, const double* __restrict ring, int64_t slot_stride,
-                int64_t plane_stride, int len, float* __restrict dch) {
-  const double* rx1 = ring;
-  const double* rx2 = ring + plane_stride;
-  const double* ry1 = ring + 2 * plane_stride;
-  const double* ry2 = ring + 3 * plane_stride;
-  for (int k = 0; k < len; ++k) {
-    double x1 = 0, x2 = 0, y1 = 0, y2 = 0;
-#pragma GCC unroll 11
-    for (int s = 0; s < kTaps; ++s) {
-      const int64_t o = s * slot_stride + k;
-      x1 += gs[s] * rx1[o];
-      x2 += gs[s] * rx2[o];
-      y1 += gs[s] * ry1[o];
-      y2 += gs[s] * ry2[o];
-    }
-    const float vx = static_cast<float>(x2 - x1 * x1);
-    const float vy = static_cast<float>(y2 - y1 * y1);
-    dch[k] = channel_d(vx, vy);
+// D_c for `len` elements from the two variance rows (float32). The AVX-512 body exists because
+// without -fno-math-errno (a project-wide flag we do not own) GCC keeps an errno branch around
+// sqrtf that stops the plain loop from vectorizing; it performs the same IEEE operations in the
+// same order as channel_d(), which is the fallback and the tail.
+void channel_d_row(const float* __restrict vx, const float* __restrict vy, int len, float* __restrict dch) {
+  int k = 0;
+#if defined(__AVX512F__)
+  const __m512 zero = _mm512_setzero_ps(), eps = _mm512_set1_ps(kVarEpsf), c = _mm512_set1_ps(kCf),
+               two = _mm512_set1_ps(2.f);
+  for (; k + 16 <= len; k += 16) {
+    // max(0, v) returns v when v is NaN, like `v < 0 ? 0 : v`.
+    const __m512 x = _mm512_max_ps(zero, _mm512_loadu_ps(vx + k));
+    const __m512 y = _mm512_max_ps(zero, _mm512_loadu_ps(vy + k));
+    const __m512 root = _mm512_sqrt_ps(_mm512_mul_ps(_mm512_add_ps(x, eps), _mm512_add_ps(y, eps)));
+    const __m512 num = _mm512_add_ps(_mm512_mul_ps(two, root), c);
+    const __m512 den = _mm512_add_ps(_mm512_add_ps(x, y), c);
+    _mm512_storeu_ps(dch + k, _mm512_div_ps(num, den));
   }
+#endif
+  for (; k < len; ++k) dch[k] = channel_d(vx[k], vy[k]);
+}
+
+// Vertical 11-tap pass for Q consecutive output rows: rows[i] is the ring slot of input row
+// o + i (i < Q + 10); planes 0/1 hold g*x and g*x^2 of the MSE image, 2/3 those of the GAN image.
+// Writes var = E[v^2] - E[v]^2 (float32) to vx/vy + q * kOut for `len` elements.
+// Why Q rows at once: the ring does not fit in L1, and one output row alone loads 44 doubles per
+// element from L2; Q = 4 rows share each loaded value (14 loads per plane for 4 rows, not 44).
+template <int Q, int kOut>
+void vertical_block(const double* __restrict g, const double* const* rows, int len, float* __restrict vx,
+                    float* __restrict vy) {
+  constexpr int kIn = Q + kTaps - 1;
+  int k = 0;
+#if defined(__AVX512F__)
+  __m512d gv[kTaps];
+  for (int t = 0; t < kTaps; ++t) gv[t] = _mm512_set1_pd(g[t]);
+  for (; k < len; k += 8) {
+#pragma GCC unroll 2
+    for (int img = 0; img < 2; ++img) {
+      __m512d m1[Q], m2[Q];
+      for (int q = 0; q < Q; ++q) m1[q] = m2[q] = _mm512_setzero_pd();
+#pragma GCC unroll 14
+      for (int i = 0; i < kIn; ++i) {
+        const __m512d v1 = _mm512_loadu_pd(rows[i] + (2 * img) * kOut + k);
+        const __m512d v2 = _mm512_loadu_pd(rows[i] + (2 * img + 1) * kOut + k);
+#pragma GCC unroll 4
+        for (int q = 0; q < Q; ++q) {
+          const int t = i - q;  // tap of input row o + i for output row o + q
+          if (t < 0 || t >= kTaps) continue;
+          m1[q] = _mm512_fmadd_pd(gv[t], v1, m1[q]);
+          m2[q] = _mm512_fmadd_pd(gv[t], v2, m2[q]);
+        }
+      }
+      float* dst = img == 0 ? vx : vy;
+      for (int q = 0; q < Q; ++q)
+        _mm256_storeu_ps(dst + q * kOut + k, _mm512_cvtpd_ps(_mm512_fnmadd_pd(m1[q], m1[q], m2[q])));
+    }
+  }
+#endif
+  for (; k < len; ++k)
+    for (int img = 0; img < 2; ++img)
+      for (int q = 0; q < Q; ++q) {
+        double m1 = 0, m2 = 0;
+        for (int t = 0; t < kTaps; ++t) {
+          m1 += g[t] * rows[q + t][(2 * img) * kOut + k];
+          m2 += g[t] * rows[q + t][(2 * img + 1) * kOut + k];
+        }
+        (img == 0 ? vx : vy)[q * kOut + k] = static_cast<float>(m2 - m1 * m1);
+      }
 }
 
 // Channel mean: D = ((D_0 + D_1) + D_2) / 3 as np.mean over the stacked channels.
@@ -326,24 +432,42 @@ void run_strip(const Problem& p, const Image4& gan, const Image4& mse, int n, in
     range.add(0.0);
     range.add(static_cast<double>(std::numeric_limits<T>::max()) * p.scale);
   }
-  const int64_t plane_stride = Scratch<C>::kOut;
-  const int64_t slot_stride = kPlanes * plane_stride;
+  constexpr int kOut = Scratch<C>::kOut;
+  constexpr int64_t kSlot = kPlanes * kOut;
   for (int x0 = 0; x0 < p.wout; x0 += kTileCols) {
     const int tw = std::min(kTileCols, p.wout - x0);
     const int in_w = tw + kTaps - 1;
-    for (int r = r0; r < r1 + kTaps - 1; ++r) {
-      double* slot = s.ring.data() + (r % kTaps) * slot_stride;
-      convert_row<T, C>(mse, n, r, x0, in_w, p.scale, s.xrow[0].data(), s.sqrow[0].data(), kTrackRange ? &range : nullptr);
-      convert_row<T, C>(gan, n, r, x0, in_w, p.scale, s.xrow[1].data(), s.sqrow[1].data(), kTrackRange ? &range : nullptr);
-      horizontal<C>(p.g, s.xrow[0].data(), s.sqrow[0].data(), tw * C, slot, slot + plane_stride);
-      horizontal<C>(p.g, s.xrow[1].data(), s.sqrow[1].data(), tw * C, slot + 2 * plane_stride, slot + 3 * plane_stride);
-      const int o = r - (kTaps - 1);  // output row finished by input row r
-      if (o < r0) continue;
-      double gs[kTaps];  // slot (o + i) % 11 holds input row o + i, weighted by tap i
-      for (int i = 0; i < kTaps; ++i) gs[(o + i) % kTaps] = p.g[i];
-      vertical_d(gs, s.ring.data(), slot_stride, plane_stride, tw * C, s.dch.data());
-      channel_mean<C>(s.dch.data(), tw, s.drow.data());
-      sink.row(p, n, o, x0, tw, s.drow.data(), error_band(range));
+    // Input row r -> its horizontal moments in ring slot r % kRingRows.
+    auto filter_row = [&](int r) {
+      if (r + 1 < p.h) {
+        prefetch_row<T, C>(mse, n, r + 1, x0, in_w);
+        prefetch_row<T, C>(gan, n, r + 1, x0, in_w);
+      }
+      double* slot = s.ring.data() + (r % kRingRows) * kSlot;
+      Range* rg = kTrackRange ? &range : nullptr;
+      convert_row<T, C>(mse, n, r, x0, in_w, p.scale, s.xrow[0].data(), s.sqrow[0].data(), rg);
+      convert_row<T, C>(gan, n, r, x0, in_w, p.scale, s.xrow[1].data(), s.sqrow[1].data(), rg);
+      horizontal<C>(p.g, s.xrow[0].data(), s.sqrow[0].data(), tw * C, slot, slot + kOut);
+      horizontal<C>(p.g, s.xrow[1].data(), s.sqrow[1].data(), tw * C, slot + 2 * kOut, slot + 3 * kOut);
+    };
+    for (int r = r0; r < r0 + kTaps - 1; ++r) filter_row(r);  // the 10-row halo above
+    for (int o = r0; o < r1; o += kBlockRows) {
+      const int q = std::min(kBlockRows, r1 - o);
+      for (int r = o + kTaps - 1; r < o + kTaps - 1 + q; ++r) filter_row(r);
+      const double* rows[kRingRows];
+      for (int i = 0; i < q + kTaps - 1; ++i) rows[i] = s.ring.data() + ((o + i) % kRingRows) * kSlot;
+      switch (q) {
+        case 4: vertical_block<4, kOut>(p.g, rows, tw * C, s.vx.data(), s.vy.data()); break;
+        case 3: vertical_block<3, kOut>(p.g, rows, tw * C, s.vx.data(), s.vy.data()); break;
+        case 2: vertical_block<2, kOut>(p.g, rows, tw * C, s.vx.data(), s.vy.data()); break;
+        default: vertical_block<1, kOut>(p.g, rows, tw * C, s.vx.data(), s.vy.data()); break;
+      }
+      const double band = error_band(range);
+      for (int i = 0; i < q; ++i) {
+        channel_d_row(s.vx.data() + i * kOut, s.vy.data() + i * kOut, tw * C, s.dch.data());
+        channel_mean<C>(s.dch.data(), tw, s.drow.data());
+        sink.row(p, n, o + i, x0, tw, s.drow.data(), band);
+      }
     }
   }
 }
