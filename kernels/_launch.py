@@ -14,7 +14,8 @@ import torch
 from . import window as _win
 from .stage1 import stage1_kernel, var_rel_bound
 
-SUPPORTED_DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32)
+SUPPORTED_DTYPES = tuple(d for d in (torch.uint8, getattr(torch, "uint16", None), torch.float16,
+                                      torch.bfloat16, torch.float32) if d is not None)
 LAYOUTS = ("nchw", "nhwc")
 
 # Tile shapes. On a GPU: 32 output columns x 64 output rows per program and one warp per
@@ -64,7 +65,8 @@ def geometry(t: torch.Tensor, layout: str, name: str) -> Geometry:
         raise ValueError(f"{name} must be 4-D ({layout.upper()}), got shape {tuple(t.shape)}")
     if t.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"{name} dtype {t.dtype} not supported by the Triton kernel "
-                        f"(uint8, float16, bfloat16, float32)")
+                        f"(uint8, uint16, float16, bfloat16, float32; "
+                        f"float64 inputs are not exact in float32: use the CPU backend)")
     if layout == "nchw":
         N, C, H, W = t.shape
         sN, sC, sH, sW = t.stride()

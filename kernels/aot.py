@@ -19,7 +19,7 @@ from triton.backends.compiler import GPUTarget
 from . import _launch
 
 # Triton signature type of each supported input dtype.
-POINTER_TYPES = {"uint8": "*u8", "float16": "*fp16", "bfloat16": "*bf16", "float32": "*fp32"}
+POINTER_TYPES = {"uint8": "*u8", "uint16": "*u16", "float16": "*fp16", "bfloat16": "*bf16", "float32": "*fp32"}
 
 
 def stage1_signature(dtype: str, fused: bool) -> dict:

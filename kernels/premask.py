@@ -15,7 +15,7 @@ def premask(gan: torch.Tensor, mse: torch.Tensor, labels: torch.Tensor | None = 
             window: str = "gaussian", scale: float = 1.0, out: torch.Tensor | None = None) -> torch.Tensor:
     """Pre-morphology mask, uint8 0/1 (N, H-10, W-10): 1 where clip(D * W[label], 0, 1) < threshold.
 
-    gan, mse: as for dmap(): 4-D uint8/float16/bfloat16/float32, "nchw" or "nhwc", any strides.
+    gan, mse: as for dmap(): 4-D uint8/uint16/float16/bfloat16/float32, "nchw" or "nhwc", any strides.
     labels: None (W = 1 everywhere) or an integer label map (N, H, W) of the full image size, uint8,
       any strides, read at the +5 offset of the valid region; every label < len(weights).
     weights: float64 or float32 (K,) tensor, W[label] >= 0 (ADE20K: K = 150); required with labels.

@@ -13,7 +13,7 @@ every channel, the 11 horizontal taps of every output column as one [16, 2, CP, 
 padded to 16 with weight 0, channels padded to CP = next power of two of C), computes the row's
 horizontal moments and pushes them into an 11-slot ring (a [16, 2, CP, BW] register tensor,
 slot = row % 11). Once 11 rows are in the ring, each new row completes one output row. Inputs are read with their own dtype and
-strides (uint8/float16/bfloat16/float32, NCHW or NHWC or any view): no conversion copies.
+strides (uint8/uint16/float16/bfloat16/float32, NCHW or NHWC or any view): no conversion copies.
 
 Exactness without float64 accumulation. E[x^2] - mu^2 in float32 cancels catastrophically when
 the window is nearly flat at a high level (flat MSE sky at 200 next to textured GAN): errors of
@@ -129,7 +129,7 @@ def stage1_kernel(
 ):
     """One BH x BW output tile of one image.
 
-    gan_ptr, mse_ptr: element pointers (uint8 / float16 / bfloat16 / float32, same dtype), logical
+    gan_ptr, mse_ptr: element pointers (uint8 / uint16 / float16 / bfloat16 / float32, same dtype), logical
       index (n, c, h, w) -> n*sN + c*sC + h*sH + w*sW; C channels (CP = next_pow2(C)).
     out_ptr: float32 D (or uint8 0/1 mask when FUSED_MASK), (N, Ho, Wo), strides (o_sN, o_sH, 1).
     labels_ptr: uint8 label map (N, Ho+10, Wo+10) read at the +5 offset (only if HAS_LABELS);

@@ -25,6 +25,8 @@ def cpu_premask(gan_nhwc, mse_nhwc, labels, weights64, threshold, window, scale)
         t = t.cpu()
         if t.dtype in (torch.float16, torch.bfloat16):
             t = t.to(torch.float32)
+        if t.dtype == torch.uint16:
+            return t.to(torch.int32).numpy().astype(np.uint16)
         return t.numpy()
 
     lab = None if labels is None else labels.cpu().numpy()

@@ -16,6 +16,7 @@ from oracle import oracle_dmap  # noqa: E402
 # (torch dtype, scale to the 0..255 range) of every dtype the kernel reads.
 DTYPES = {
     "uint8": (torch.uint8, 1.0),
+    "uint16": (torch.uint16, 255.0 / 65535.0),
     "float16": (torch.float16, 255.0),
     "bfloat16": (torch.bfloat16, 255.0),
     "float32": (torch.float32, 255.0),
@@ -33,11 +34,15 @@ requires_triton_device = pytest.mark.skipif(
 
 
 def to_dtype(u8_nhwc: np.ndarray, dtype: str, seed: int = 0) -> torch.Tensor:
-    """uint8 (N,H,W,C) -> contiguous NHWC tensor of `dtype`; float32 gets sub-level noise so its
-    values are not multiples of 1/255 (every bit of the float32 input matters)."""
+    """uint8 (N,H,W,C) -> contiguous NHWC tensor of `dtype`; float32 and uint16 get sub-level noise so
+    their values are not multiples of 1/255 (every bit of the input matters)."""
     tdtype, _ = DTYPES[dtype]
     if dtype == "uint8":
         return torch.from_numpy(np.ascontiguousarray(u8_nhwc))
+    if dtype == "uint16":  # full 16-bit range with random low bits
+        rng = np.random.default_rng(seed)
+        v = u8_nhwc.astype(np.int32) * 257 + rng.integers(-128, 129, u8_nhwc.shape)
+        return torch.from_numpy(np.clip(v, 0, 65535).astype(np.int32)).to(torch.uint16)
     v = u8_nhwc.astype(np.float32) / np.float32(255)
     if dtype == "float32":
         rng = np.random.default_rng(seed)
@@ -48,7 +53,7 @@ def to_dtype(u8_nhwc: np.ndarray, dtype: str, seed: int = 0) -> torch.Tensor:
 def values255(t_nhwc: torch.Tensor, dtype: str) -> np.ndarray:
     """float64 (N,H,W,C) values on the 0..255 scale that the kernel must use for this tensor."""
     _, scale = DTYPES[dtype]
-    return t_nhwc.to(torch.float64).cpu().numpy() * scale
+    return t_nhwc.cpu().to(torch.float64).numpy() * scale
 
 
 def in_layout(t_nhwc: torch.Tensor, layout: str, contiguous: bool = True) -> torch.Tensor:
