@@ -44,7 +44,8 @@ class Rng {
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
   }
-  size_t below(size_t n) { return size_t(next() % n); }
+  // Uniform in [0, n) for n < 2^32 by multiply-shift (Lemire), no division on the hot path.
+  size_t below(size_t n) { return size_t(((next() >> 32) * uint64_t(n)) >> 32); }
 
  private:
   uint64_t s_;
