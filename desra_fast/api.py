@@ -106,7 +106,7 @@ def detect(
         from . import kernels
 
         torch = _torch()
-        wt = torch.as_tensor(w, dtype=torch.float64, device=pair.device)
+        wt = torch.tensor(w, dtype=torch.float64, device=pair.device)
         pre = kernels.premask(pair.gan, pair.mse, labels, wt, threshold=thr, layout=pair.layout,
                               window=window, scale=pair.scale)
         if b == "cuda":

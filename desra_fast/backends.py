@@ -8,7 +8,8 @@
   runs only under ``TRITON_INTERPRET=1`` (Triton's interpreter; for tests).
 - ``cuda``: CUDA tensors only; Triton stage 1, then the CUDA post-processing kernels of
   ``desra_fast._C`` on the caller's stream: the batch never leaves the GPU.
-- ``auto``: ``cuda`` for CUDA tensors when the extension was built with CUDA and a device is
+- ``auto``: ``cpu`` for float64 tensors (exact there; the Triton kernel reads at most float32),
+  else ``cuda`` for CUDA tensors when the extension was built with CUDA and a device is
   usable, else ``triton`` for CUDA tensors; ``cpu`` for everything on the host.
 """
 from __future__ import annotations
@@ -25,13 +26,21 @@ def triton_interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def _float64():
+    import torch
+
+    return torch.float64
+
+
 def resolve(backend: str, pair: Pair) -> str:
     """Return the concrete backend for ``pair`` or raise ValueError/RuntimeError saying why not."""
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     on_gpu = pair.is_torch and pair.device.type == "cuda"
     if backend == "auto":
-        if not on_gpu:
+        if not on_gpu or pair.gan.dtype == _float64():
+            # float64 tensors are not exact in the float32 Triton kernel: the C++ path reads them
+            # as they are (one device->host copy) and decides like the float64 reference.
             return "cpu"
         return "cuda" if _native.cuda_available() else "triton"
     if backend in ("triton", "cuda") and not pair.is_torch:
