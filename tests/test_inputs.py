@@ -137,6 +137,11 @@ def test_torch_chw_nchw_uint8(pair):
     out = desra_fast.detect(tg.contiguous()[None], tm.contiguous()[None], area_threshold=AREA, backend="auto")
     assert isinstance(out, torch.Tensor) and tuple(out.shape) == (1, *SHAPE)
     assert_same(out[0], exp, "torch NCHW")
+    cl_g = tg[None].float().div(255).contiguous(memory_format=torch.channels_last)
+    cl_m = tm[None].float().div(255).contiguous(memory_format=torch.channels_last)
+    out = desra_fast.detect(cl_g, cl_m, area_threshold=AREA, backend="cpu")
+    exp_f = expect(cl_g[0].permute(1, 2, 0).double().numpy() * 255, cl_m[0].permute(1, 2, 0).double().numpy() * 255)
+    assert_same(out[0], exp_f, "torch channels_last float32")
 
 
 def test_torch_uint16_and_strided_views():
