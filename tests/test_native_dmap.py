@@ -1,0 +1,352 @@
+"""desra_fast._C.dmap / premask (csrc/cpu/dmap.cpp) against an independent float64 oracle.
+
+The oracle below is written from the authors' recipe (cv2.filter2D on float64, valid region,
+per-channel D with C in the numerator, channel mean) and never calls desra_fast code.
+Requirements checked: max |D - oracle| <= 1e-5 on every input, premask equal to the oracle's
+``clip(D * W[label], 0, 1) < threshold`` pixel for pixel, ValueError on bad inputs.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+_C = pytest.importorskip("desra_fast._C")
+
+GAUSSIAN, BOX = 0, 1
+C_CONST = (0.03 * 255) ** 2
+TOL = 1e-5
+SCALES = {np.uint8: 1.0, np.uint16: 255.0 / 65535.0, np.float32: 255.0, np.float64: 255.0}
+
+
+# ---- independent float64 oracle -------------------------------------------------------------
+def _window(window: int) -> np.ndarray:
+    if window == GAUSSIAN:
+        k = cv2.getGaussianKernel(11, 1.5)
+        return np.outer(k, k.transpose())
+    return np.ones((11, 11), dtype=np.float64) / 121.0
+
+
+def _var(ch: np.ndarray, win: np.ndarray) -> np.ndarray:
+    ch = np.ascontiguousarray(ch, dtype=np.float64)
+    mu = cv2.filter2D(ch, -1, win)[5:-5, 5:-5]
+    return cv2.filter2D(ch**2, -1, win)[5:-5, 5:-5] - mu**2
+
+
+def oracle_d(gan: np.ndarray, mse: np.ndarray, window: int, scale: float) -> np.ndarray:
+    """float64 (N, H-10, W-10) D map of (N, H, W, C) arrays, values used = element * scale."""
+    win = _window(window)
+    out = []
+    for g, m in zip(gan, mse):
+        g = g.astype(np.float64) * scale
+        m = m.astype(np.float64) * scale
+        ds = []
+        for c in range(g.shape[2]):
+            s1, s2 = _var(m[:, :, c], win), _var(g[:, :, c], win)
+            ds.append((2 * (s1 + 1e-8) ** 0.5 * (s2 + 1e-8) ** 0.5 + C_CONST) / (s1 + s2 + C_CONST))
+        out.append(np.mean(np.stack(ds, axis=0), axis=0))
+    return np.stack(out)
+
+
+def oracle_mask(d64: np.ndarray, labels, weights, threshold: float) -> np.ndarray:
+    if labels is None:
+        dp = d64
+    else:
+        dp = np.clip(d64 * np.asarray(weights, np.float64)[labels[:, 5:-5, 5:-5].astype(np.int64)], 0, 1)
+    return dp < threshold
+
+
+def d_prime(d64, labels, weights):
+    return d64 if labels is None else np.clip(d64 * weights[labels[:, 5:-5, 5:-5].astype(np.int64)], 0, 1)
+
+
+# ---- test images ----------------------------------------------------------------------------
+def _to_dtype(img255: np.ndarray, dtype) -> np.ndarray:
+    """0..255 float image -> dtype such that element * SCALES[dtype] ~ img255."""
+    img255 = np.clip(img255, 0, 255)
+    if dtype == np.uint8:
+        return np.rint(img255).astype(np.uint8)
+    if dtype == np.uint16:
+        return np.rint(img255 * (65535 / 255)).astype(np.uint16)
+    return (img255 / 255).astype(dtype)
+
+
+def textured_pair(rng, h, w, c=3):
+    """Smooth 'MSE' image and a 'GAN' image with noise texture added in part of it."""
+    base = cv2.GaussianBlur(rng.uniform(0, 255, (h, w, c)), (0, 0), 3).reshape(h, w, c)
+    base = (base - base.min()) / (np.ptp(base) + 1e-9) * 200 + 20
+    gan = base.copy()
+    gan[: h // 2] += rng.normal(0, 20, gan[: h // 2].shape)
+    return gan, base
+
+
+def flat_mse_pair(rng, h, w, c=3):
+    """The hard case: MSE nearly flat (var ~ 0.01..1) on a high mean, GAN textured."""
+    mse = np.full((h, w, c), 200.0)
+    mse += (rng.random((h, w, c)) < 0.02) * 1.0  # sparse 1-level bumps: tiny variances
+    mse[:, : w // 3] += rng.normal(0, 0.3, (h, w // 3, c))  # sigma^2 ~ 0.1 (float dtypes)
+    gan = 120 + rng.normal(0, 40, (h, w, c))
+    gan[h // 2 :, w // 2 :] = 200.0  # and a flat/flat corner (D = 1 exactly)
+    return gan, mse
+
+
+def photo_pair(name, rng, crop=(160, 200)):
+    from skimage import data
+
+    img = getattr(data, name)().astype(np.float64)
+    if img.ndim == 2:
+        img = img[:, :, None]
+    y0, x0 = (img.shape[0] - crop[0]) // 2, (img.shape[1] - crop[1]) // 2
+    mse = cv2.GaussianBlur(img[y0 : y0 + crop[0], x0 : x0 + crop[1]], (0, 0), 1.0).reshape(crop + (img.shape[2],))
+    gan = mse.copy()
+    gan[: crop[0] // 2, : crop[1] // 2] += rng.normal(0, 15, gan[: crop[0] // 2, : crop[1] // 2].shape)
+    return gan, mse
+
+
+def batch(pairs, dtype):
+    gan = np.stack([_to_dtype(g, dtype) for g, _ in pairs])
+    mse = np.stack([_to_dtype(m, dtype) for _, m in pairs])
+    return gan, mse
+
+
+def check_dmap(gan, mse, window, scale):
+    d = _C.dmap(gan, mse, window, scale)
+    ref = oracle_d(gan, mse, window, scale)
+    assert d.dtype == np.float32 and d.shape == ref.shape
+    assert np.isfinite(d).all()
+    err = np.abs(d.astype(np.float64) - ref).max()
+    assert err <= TOL, f"max |D - oracle| = {err:.3g}"
+    return d, ref
+
+
+# ---- D map ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+@pytest.mark.parametrize("window", [GAUSSIAN, BOX])
+def test_dmap_dtypes_windows(dtype, window):
+    rng = np.random.default_rng(1)
+    gan, mse = batch([textured_pair(rng, 57, 70), flat_mse_pair(rng, 57, 70)], dtype)
+    check_dmap(gan, mse, window, SCALES[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+@pytest.mark.parametrize("c", [1, 3])
+def test_dmap_flat_mse_textured_gan(dtype, c):
+    # |dD/dvar_x| is large where var_x ~ 0.01..1 and var_y is large: float32 E[x^2]-mu^2 fails here.
+    rng = np.random.default_rng(2)
+    gan, mse = batch([flat_mse_pair(rng, 80, 96, c)], dtype)
+    d, ref = check_dmap(gan, mse, GAUSSIAN, SCALES[dtype])
+    assert (ref < 0.5).any() and (ref == ref.max()).any()  # the case is really exercised
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea"])
+def test_dmap_real_photos(name):
+    rng = np.random.default_rng(3)
+    gan, mse = batch([photo_pair(name, rng)], np.uint8)
+    for window in (GAUSSIAN, BOX):
+        check_dmap(gan, mse, window, 1.0)
+
+
+@pytest.mark.parametrize("h,w", [(11, 11), (12, 11), (11, 30), (23, 17), (40, 266), (31, 523)])
+@pytest.mark.parametrize("c", [1, 3])
+def test_dmap_sizes(h, w, c):
+    # 11x11 gives one output pixel; 266 and 523 cross the 256-column tile boundary (+ halo).
+    rng = np.random.default_rng(h * 1000 + w)
+    gan = rng.integers(0, 256, (2, h, w, c), dtype=np.uint8)
+    mse = rng.integers(0, 256, (2, h, w, c), dtype=np.uint8)
+    d, _ = check_dmap(gan, mse, GAUSSIAN, 1.0)
+    assert d.shape == (2, h - 10, w - 10)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_dmap_strided_views(dtype):
+    rng = np.random.default_rng(4)
+    g, m = batch([textured_pair(rng, 45, 61), flat_mse_pair(rng, 45, 61)], dtype)
+    ref = oracle_d(g, m, GAUSSIAN, SCALES[dtype])
+    # NCHW tensors seen as NHWC: channel stride = H*W elements.
+    g_nchw, m_nchw = np.ascontiguousarray(g.transpose(0, 3, 1, 2)), np.ascontiguousarray(m.transpose(0, 3, 1, 2))
+    d = _C.dmap(g_nchw.transpose(0, 2, 3, 1), m_nchw.transpose(0, 2, 3, 1), GAUSSIAN, SCALES[dtype])
+    assert np.abs(d - ref).max() <= TOL
+    # Step slices of a larger array, and reversed channels + negative strides.
+    big_g = np.zeros((2, 90, 183, 3), dtype)
+    big_m = np.zeros((2, 90, 183, 3), dtype)
+    big_g[:, ::2, ::3], big_m[:, ::2, ::3] = g, m
+    d = _C.dmap(big_g[:, ::2, ::3], big_m[:, ::2, ::3], GAUSSIAN, SCALES[dtype])
+    assert np.abs(d - ref).max() <= TOL
+    d = _C.dmap(g[:, ::-1, ::-1, ::-1], m[:, ::-1, ::-1, ::-1], GAUSSIAN, SCALES[dtype])
+    assert np.abs(d - ref[:, ::-1, ::-1]).max() <= TOL  # D does not depend on channel order
+
+
+def test_dmap_float_values_beyond_range_and_tiny_variance():
+    # float64 input with sigma^2 ~ 1e-4..1 on a large mean, scale 1: cancellation on 255^2 values.
+    rng = np.random.default_rng(5)
+    mse = 250 + rng.normal(0, 1, (1, 60, 60, 3)) * np.linspace(0.01, 1, 60)[None, :, None, None]
+    gan = 250 + rng.normal(0, 30, (1, 60, 60, 3))
+    check_dmap(gan, mse, GAUSSIAN, 1.0)
+    check_dmap(mse, mse, BOX, 1.0)
+
+
+def test_dmap_identical_and_flat_inputs_never_nan():
+    flat = np.full((1, 20, 20, 3), 77, np.uint8)
+    d = _C.dmap(flat, flat, GAUSSIAN, 1.0)
+    assert np.isfinite(d).all() and np.abs(d - 1).max() <= TOL
+    rng = np.random.default_rng(6)
+    img = rng.integers(0, 256, (1, 30, 40, 3), dtype=np.uint8)
+    d = _C.dmap(img, img, GAUSSIAN, 1.0)  # var_x == var_y -> D == 1
+    assert np.abs(d - 1).max() <= TOL
+
+
+def test_dmap_thread_count_does_not_change_result():
+    rng = np.random.default_rng(7)
+    gan, mse = batch([textured_pair(rng, 150, 300), flat_mse_pair(rng, 150, 300)], np.uint8)
+    old = _C.num_threads()
+    try:
+        _C.set_num_threads(1)
+        one = _C.dmap(gan, mse, GAUSSIAN, 1.0)
+        _C.set_num_threads(2)
+        two = _C.dmap(gan, mse, GAUSSIAN, 1.0)
+    finally:
+        _C.set_num_threads(old)
+    assert np.array_equal(one, two)
+
+
+# ---- premask --------------------------------------------------------------------------------
+def near_tie_thresholds(dp: np.ndarray, count: int, rng, max_gap: float = 2e-6) -> list[float]:
+    """Thresholds halfway between two close oracle values (gap 2e-8..2e-6): float32 D cannot tell
+    these pixels apart (its error is ~1e-7), float64 can. Gaps below 2e-8 are avoided because two
+    float64 evaluations (the oracle's DFT-based cv2.filter2D and direct sums) differ by up to ~1e-8
+    on near-flat windows: an exact tie is below the resolution of any float64 reference."""
+    v = np.unique(dp[(dp > 0) & (dp < 1)])
+    gaps = np.diff(v)
+    idx = np.flatnonzero((gaps > 2e-8) & (gaps < max_gap))
+    assert idx.size > 0, "no near-ties in this image"
+    pick = rng.choice(idx, size=min(count, idx.size), replace=False)
+    return [float((v[i] + v[i + 1]) / 2) for i in pick]
+
+
+def check_premask(gan, mse, labels, weights, threshold, window, scale, d64=None):
+    if d64 is None:
+        d64 = oracle_d(gan, mse, window, scale)
+    got = _C.premask(gan, mse, labels, weights, threshold, window, scale)
+    want = oracle_mask(d64, labels, weights, threshold)
+    assert got.dtype == np.uint8 and got.shape == want.shape
+    assert set(np.unique(got)) <= {0, 1}
+    bad = np.argwhere(got.astype(bool) != want)
+    assert bad.size == 0, f"{len(bad)} pixels differ, first {bad[:3].tolist()}, threshold {threshold!r}"
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+@pytest.mark.parametrize("window", [GAUSSIAN, BOX])
+def test_premask_without_labels(dtype, window):
+    rng = np.random.default_rng(8)
+    gan, mse = batch([textured_pair(rng, 64, 90), flat_mse_pair(rng, 64, 90)], dtype)
+    d64 = oracle_d(gan, mse, window, SCALES[dtype])
+    for thr in [0.7, 0.5, 0.95, 1.0, 1.5, 0.0, -1.0] + near_tie_thresholds(d64, 3, rng):
+        check_premask(gan, mse, None, None, thr, window, SCALES[dtype], d64)
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea"])
+def test_premask_real_photos_with_labels_and_random_weights(name):
+    rng = np.random.default_rng(9)
+    gan, mse = batch([photo_pair(name, rng)], np.uint8)
+    labels = rng.integers(0, 150, gan.shape[:3], dtype=np.uint8)
+    labels[:, 40:90, 50:150] = 2  # a large region of one class, like a real segmentation
+    weights = rng.uniform(0.5, 2.0, 150)
+    weights[[0, 7]] = [-0.5, 0.0]  # clip(<= 0) < t for any t > 0
+    d64 = oracle_d(gan, mse, GAUSSIAN, 1.0)
+    dp = d_prime(d64, labels, weights)
+    for thr in [0.7, 0.3] + near_tie_thresholds(dp, 4, rng):
+        check_premask(gan, mse, labels, weights, thr, GAUSSIAN, 1.0, d64)
+    # Labels as a non-contiguous view (full-size, read at the +5 offset).
+    big = np.zeros((1, gan.shape[1], gan.shape[2] * 2), np.uint8)
+    big[:, :, ::2] = labels
+    check_premask(gan, mse, big[:, :, ::2], weights, 0.7, GAUSSIAN, 1.0, d64)
+
+
+def test_premask_near_threshold_stress_uses_float64_fallback():
+    # Many thresholds placed between nearly tied oracle values: the decisions there are beyond
+    # float32 resolution and must come from the float64 recomputation (counted by the kernel).
+    rng = np.random.default_rng(10)
+    gan, mse = batch([photo_pair("astronaut", rng, (120, 160)), flat_mse_pair(rng, 120, 160)], np.uint8)
+    d64 = oracle_d(gan, mse, GAUSSIAN, 1.0)
+    _C._premask_fallback_count(True)
+    for thr in near_tie_thresholds(d64, 40, rng, max_gap=4e-7):
+        check_premask(gan, mse, None, None, thr, GAUSSIAN, 1.0, d64)
+    assert _C._premask_fallback_count(True) >= 40  # each threshold sits between two pixels' D
+
+
+def test_premask_threshold_equal_to_oracle_value():
+    # threshold = an oracle D' value itself (quantiles of the pixels whose D' has no other pixel
+    # within 1e-9; repeated values such as D = 1 times a class weight are ties by construction).
+    # Every other pixel is more than 1e-9 away -- far above float64 noise, far below float32
+    # resolution -- and must be decided exactly; the tied pixel itself is float64 noise.
+    rng = np.random.default_rng(11)
+    gan, mse = batch([textured_pair(rng, 100, 120)], np.uint8)
+    labels = rng.integers(0, 150, gan.shape[:3], dtype=np.uint8)
+    weights = rng.uniform(0.8, 1.25, 150)
+    d64 = oracle_d(gan, mse, GAUSSIAN, 1.0)
+    dp = d_prime(d64, labels, weights)
+    v = np.sort(dp.ravel())
+    gap = np.minimum(np.diff(v, prepend=-np.inf), np.diff(v, append=np.inf))
+    lonely = v[(gap > 1e-9) & (v > 0) & (v < 1)]
+    for q in [0.5, 0.1, 0.9, 0.3]:
+        t = float(np.quantile(lonely, q, method="nearest"))
+        got = _C.premask(gan, mse, labels, weights, t, GAUSSIAN, 1.0).astype(bool)
+        decided = np.abs(dp - t) > 1e-9
+        assert np.count_nonzero(~decided) == 1
+        assert np.array_equal(got[decided], (dp < t)[decided])
+
+
+def test_premask_without_labels_equals_dmap_threshold_far_from_band():
+    rng = np.random.default_rng(12)
+    gan, mse = batch([textured_pair(rng, 50, 50)], np.float32)
+    d = _C.dmap(gan, mse, GAUSSIAN, 255.0)
+    m = _C.premask(gan, mse, None, None, 0.7, GAUSSIAN, 255.0)
+    far = np.abs(d - 0.7) > 1e-4
+    assert np.array_equal(m.astype(bool)[far], (d < 0.7)[far])
+
+
+# ---- bad inputs -----------------------------------------------------------------------------
+def _ok(shape=(1, 20, 20, 3), dtype=np.uint8):
+    return np.zeros(shape, dtype)
+
+
+@pytest.mark.parametrize(
+    "gan,mse,window,scale",
+    [
+        (_ok((20, 20, 3)), _ok((20, 20, 3)), 0, 1.0),  # 3-D
+        (_ok(), _ok((1, 20, 21, 3)), 0, 1.0),  # shapes differ
+        (_ok((1, 20, 20, 2)), _ok((1, 20, 20, 2)), 0, 1.0),  # C = 2
+        (_ok((1, 20, 20, 4)), _ok((1, 20, 20, 4)), 0, 1.0),  # C = 4
+        (_ok((1, 10, 20, 3)), _ok((1, 10, 20, 3)), 0, 1.0),  # H < 11
+        (_ok((1, 20, 10, 3)), _ok((1, 20, 10, 3)), 0, 1.0),  # W < 11
+        (_ok((0, 20, 20, 3)), _ok((0, 20, 20, 3)), 0, 1.0),  # empty batch
+        (_ok(dtype=np.int32), _ok(dtype=np.int32), 0, 1.0),  # unsupported dtype
+        (_ok(dtype=np.float16), _ok(dtype=np.float16), 0, 1.0),
+        (_ok(dtype=np.uint8), _ok(dtype=np.uint16), 0, 1.0),  # dtypes differ
+        (_ok(), _ok(), 2, 1.0),  # unknown window
+        (_ok(), _ok(), 0, 0.0),  # scale
+        (_ok(), _ok(), 0, float("nan")),
+    ],
+)
+def test_bad_inputs_raise_value_error(gan, mse, window, scale):
+    with pytest.raises(ValueError):
+        _C.dmap(gan, mse, window, scale)
+    with pytest.raises(ValueError):
+        _C.premask(gan, mse, None, None, 0.7, window, scale)
+
+
+@pytest.mark.parametrize(
+    "labels,weights",
+    [
+        (np.zeros((1, 20, 20), np.int32), np.ones(150)),  # labels dtype
+        (np.zeros((1, 10, 10), np.uint8), np.ones(150)),  # labels shape (cropped, not full size)
+        (np.zeros((20, 20), np.uint8), np.ones(150)),  # labels ndim
+        (np.zeros((1, 20, 20), np.uint8), np.ones(149)),  # weights length
+        (np.zeros((1, 20, 20), np.uint8), np.ones((150, 1))),
+        (np.zeros((1, 20, 20), np.uint8), None),  # labels without weights
+        (np.full((1, 20, 20), 150, np.uint8), np.ones(150)),  # label out of range
+    ],
+)
+def test_premask_bad_labels_weights(labels, weights):
+    with pytest.raises(ValueError):
+        _C.premask(_ok(), _ok(), labels, weights, 0.7, 0, 1.0)
