@@ -4,7 +4,7 @@
 (csrc/include/desra/postprocess_kernels.h) over the same grids as the GPU launcher, with blocks
 and threads as loops, on any machine (no GPU, no CUDA build needed). With a ``seed`` it runs the
 blocks of every launch in a seeded random order and interleaves the threads of the union-find
-phases step by step (one parent-array access per step), so a kernel that is only correct in one
+phases step by step (one root-walk hop or atomic link per step), so a kernel that is only correct in one
 execution order gives a wrong mask here too. Results are reproducible for a given seed.
 """
 from __future__ import annotations

@@ -5,7 +5,7 @@
 // execution-order bugs the way a GPU could expose them:
 //  * the blocks of every launch run in a seeded random order;
 //  * the threads of a block run each barrier-separated phase in a random order;
-//  * union-find work (the `*Program` state machines, one parent-array load or atomic per step) is
+//  * union-find work (the `*Program` state machines, one root-walk hop or atomic link per step) is
 //    interleaved step by step: the next step is taken by a random unfinished thread of the block
 //    (local labelling, which synchronises through shared memory) or of the whole launch (global
 //    phases: merge, fill, area), so concurrent unions really race on the parent array.

@@ -10,7 +10,7 @@
 //    with __syncthreads() in between, the emulator runs all threads of a block through phase k
 //    (in a shuffled order) before any thread starts phase k+1.
 //  * Union-find work is a small per-thread state machine (`*Program` + `*_step`): one step is one
-//    access to the shared parent array (a load or an atomic). The device runs `while (!step()) {}`; the emulator picks a
+//    hop of a root walk or one atomic link. The device runs `while (!step()) {}`; the emulator picks a
 //    random unfinished thread for every step, which interleaves the threads of a block (local
 //    phase) or of the whole launch (global phases) the way a GPU may.
 //
@@ -96,13 +96,26 @@ DESRA_HD int64_t image_offset(const PostprocessArgs& a, int z) { return int64_t(
 DESRA_HD bool in_label_set(uint8_t m, int mode) { return mode == kLabelForeground ? m != 0 : m == 0; }
 
 // ---- union-find -------------------------------------------------------------------------------
+// One hop of a walk to the root, with path halving: node's parent is replaced by its grandparent
+// (atomic_min: the grandparent is a smaller node of the same set, so this is safe under any
+// interleaving, also while other threads link roots). Without it, a component snaking through
+// many tiles leaves chains of tile roots that every pixel would walk in full. Returns the next
+// node, or `node` itself when it is a root.
+DESRA_HD int32_t halving_hop(int32_t* L, int32_t node) {
+  const int32_t parent = load_relaxed(L + node);
+  if (parent == node) return node;
+  const int32_t grand = load_relaxed(L + parent);
+  if (grand != parent) atomic_min(L + node, grand);
+  return grand;
+}
+
 // union(a, b) on the parent array L, the atomicMin union of Playne & Hawick used by BUF/BKE:
 // walk a to its root, walk b to its root, link the larger root under the smaller with
 // atomic_min. Between the walks and the link other threads may link either root; then
 // atomic_min returns old != hi and may even have replaced that other thread's link hi -> old,
 // so we continue with union(lo, old), which restores every union either thread completed.
-// As a state machine so the emulator can interleave threads between ANY two memory accesses:
-// one step = one load (a hop of a walk) or the atomic link.
+// As a state machine so the emulator can interleave threads between the walks and the link:
+// one step = one hop of a walk, or the link.
 struct UnionState {
   int32_t a, b;
   int stage;  // 0: walking a, 1: walking b, 2: link
@@ -113,13 +126,13 @@ DESRA_HD UnionState union_start(int32_t a, int32_t b) { return UnionState{a, b, 
 // One step; returns true when a and b are known to be in one set.
 DESRA_HD bool union_step(int32_t* L, UnionState& u, int fault) {
   if (u.stage == 0) {
-    const int32_t p = load_relaxed(L + u.a);
-    if (p != u.a) u.a = p; else u.stage = 1;
+    const int32_t next = halving_hop(L, u.a);
+    if (next != u.a) u.a = next; else u.stage = 1;
     return false;
   }
   if (u.stage == 1) {
-    const int32_t p = load_relaxed(L + u.b);
-    if (p != u.b) u.b = p; else u.stage = 2;
+    const int32_t next = halving_hop(L, u.b);
+    if (next != u.b) u.b = next; else u.stage = 2;
     return false;
   }
   if (u.a == u.b) return true;
@@ -373,7 +386,7 @@ DESRA_HD int32_t point_pixel(const ThreadIndex& t, const PostprocessArgs& a) {
   return p < int64_t(a.h) * a.w ? int32_t(p) : -1;
 }
 
-// Kernel 4, hole filling: a background pixel whose root is not the virtual border root 0 lies in
+// Kernel 4, hole filling (walks compress the background forest as they go): a background pixel whose root is not the virtual border root 0 lies in
 // a background component that touches no border, i.e. a hole: it becomes foreground. Written in
 // place: this kernel reads only labels, and each pixel's mask byte only by its own thread.
 DESRA_HD FindProgram fill_begin(const ThreadIndex& t, const PostprocessArgs& a) {
@@ -388,9 +401,9 @@ DESRA_HD FindProgram fill_begin(const ThreadIndex& t, const PostprocessArgs& a) 
 DESRA_HD bool fill_step(FindProgram& f, const PostprocessArgs& a) {
   if (f.p < 0) return true;
   const int64_t img = image_offset(a, f.z);
-  const int32_t parent = load_relaxed(a.labels + img + f.node);
-  if (parent != f.node) {
-    f.node = parent;
+  const int32_t next = halving_hop(a.labels + img, f.node);
+  if (next != f.node) {
+    f.node = next;
     return false;
   }
   if (f.node != 0) a.mask[img + f.p] = 1;
@@ -412,9 +425,9 @@ DESRA_HD FindProgram area_begin(const ThreadIndex& t, const PostprocessArgs& a) 
 DESRA_HD bool area_step(FindProgram& f, const PostprocessArgs& a) {
   if (f.p < 0) return true;
   const int64_t img = image_offset(a, f.z);
-  const int32_t parent = load_relaxed(a.labels + img + f.node);
-  if (parent != f.node) {
-    f.node = parent;
+  const int32_t next = halving_hop(a.labels + img, f.node);
+  if (next != f.node) {
+    f.node = next;
     return false;
   }
   store_relaxed(a.labels + img + f.p, f.node);
