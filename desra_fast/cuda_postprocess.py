@@ -9,6 +9,8 @@ workspace per stream because calls on different streams may run concurrently.
 """
 from __future__ import annotations
 
+import numbers
+
 from . import _native
 
 _INT32_MAX = 2**31 - 1
@@ -62,8 +64,6 @@ def postprocess_cuda(premask, area_threshold: int, out, counts=None):
     """
     torch = _torch()
     C = _native.C
-    if not getattr(C, "built_with_cuda", False):
-        raise RuntimeError(f"postprocess_cuda: {_native.cuda_status()}")
     if not isinstance(premask, torch.Tensor) or not isinstance(out, torch.Tensor):
         raise TypeError("postprocess_cuda: premask and out must be torch tensors")
     if premask.device.type != "cuda":
@@ -80,8 +80,9 @@ def postprocess_cuda(premask, area_threshold: int, out, counts=None):
         raise ValueError(f"postprocess_cuda: out shape {tuple(out.shape)} != premask shape {tuple(premask.shape)}")
     if any(st == 0 and sz > 1 for st, sz in zip(out.stride(), out.shape)):
         raise ValueError("postprocess_cuda: out must not overlap itself (a stride is 0)")
-    if isinstance(area_threshold, bool) or not isinstance(area_threshold, int):
+    if isinstance(area_threshold, bool) or not isinstance(area_threshold, numbers.Integral):
         raise TypeError(f"postprocess_cuda: area_threshold must be an int, got {type(area_threshold).__name__}")
+    area_threshold = int(area_threshold)
     if not -_INT32_MAX <= area_threshold <= _INT32_MAX:
         raise ValueError(f"postprocess_cuda: area_threshold {area_threshold} out of int32 range")
     n, h, w = (int(s) for s in premask.shape)
@@ -95,6 +96,8 @@ def postprocess_cuda(premask, area_threshold: int, out, counts=None):
     if n * h * w == 0:
         counts.zero_()
         return counts
+    if not getattr(C, "built_with_cuda", False):
+        raise RuntimeError(f"postprocess_cuda: {_native.cuda_status()}")
     if premask.dtype == torch.bool:
         premask = premask.view(torch.uint8)
     premask = premask.contiguous()

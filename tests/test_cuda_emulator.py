@@ -319,6 +319,18 @@ def test_cuda_status_is_clear_without_gpu():
         assert "without CUDA" in status, status
 
 
+def test_postprocess_cuda_rejects_host_tensors():
+    """Argument checks run before anything touches CUDA, so they work on any machine."""
+    torch = pytest.importorskip("torch")
+    from desra_fast.cuda_postprocess import postprocess_cuda
+
+    pre = torch.zeros((2, 8, 8), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="CUDA device"):
+        postprocess_cuda(pre, 0, torch.zeros((2, 8, 8), dtype=torch.bool))
+    with pytest.raises(TypeError, match="torch tensors"):
+        postprocess_cuda(pre.numpy(), 0, pre)
+
+
 # ---- on a GPU --------------------------------------------------------------------------------------
 def _cuda_or_skip():
     torch = pytest.importorskip("torch")
@@ -329,6 +341,7 @@ def _cuda_or_skip():
     return torch
 
 
+@pytest.mark.gpu
 def test_gpu_postprocess_matches_oracle_and_emulator():
     torch = _cuda_or_skip()
     from desra_fast.cuda_postprocess import postprocess_cuda
@@ -349,6 +362,7 @@ def test_gpu_postprocess_matches_oracle_and_emulator():
         assert np.array_equal(counts.cpu().numpy(), emu_counts)
 
 
+@pytest.mark.gpu
 def test_gpu_workspace_reused_in_a_loop():
     torch = _cuda_or_skip()
     from desra_fast import cuda_postprocess as cp
@@ -364,6 +378,7 @@ def test_gpu_workspace_reused_in_a_loop():
     assert not out.any()
 
 
+@pytest.mark.gpu
 def test_gpu_rejects_bad_arguments():
     torch = _cuda_or_skip()
     from desra_fast.cuda_postprocess import postprocess_cuda
