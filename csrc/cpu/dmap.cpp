@@ -16,7 +16,7 @@
 //    horizontally into a ring of the last 14 rows (moments of x, x^2, y, y^2). Every 4 new rows
 //    finish 4 output rows at once (each ring value loaded once serves 4 rows): vertical 11-tap
 //    sums, variances, D_c (float32), channel mean, and the result goes straight to the D output or
-//    through the threshold. The ring is 14 x 4 x kTileCols*C doubles = 344 KB for RGB: it stays
+//    through the threshold. The ring is 14 x 4 x kTileCols*C doubles = 172 KB for RGB: it stays
 //    in L2; the per-row buffers stay in L1. Channels stay interleaved (NHWC) through both passes: a horizontal tap
 //    is at offset j*C, so every inner loop is a unit-stride loop the compiler vectorizes
 //    The three hot loops (horizontal, vertical, D formula) have AVX-512 bodies and a plain C++
@@ -105,7 +105,8 @@ namespace py = pybind11;
 namespace desra {
 namespace {
 
-constexpr int kTileCols = 256;     // output pixels per column tile (ring = 344 KB for RGB, in L2)
+constexpr int kTileCols = 128;     // output pixels per column tile (ring = 172 KB for RGB, in L2;
+                                   // measured: 128-192 beat 64 (halo) and 256-512 (cache misses))
 constexpr int kMinStripRows = 32;  // a strip re-filters 10 halo rows: keep that overhead small
 constexpr double kCentre = 127.5;  // centre of the 0..255 scale: |v - kCentre| <= 127.5 in range
 constexpr int kPlanes = 4;         // ring planes: w*x, w*x^2 (MSE), w*y, w*y^2 (GAN)
