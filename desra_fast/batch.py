@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
-import ctypes
 import errno
 import json
 import math
@@ -265,30 +264,41 @@ def _scan_outputs(out_dir: Path) -> Tuple[set, int]:
 # ---------------------------------------------------------------------------------------------
 # worker side (top-level functions: they are pickled by reference)
 
-def _worker_init() -> None:
-    """Per-worker setup: die with the parent, ignore Ctrl-C (the parent handles it), 1 cv2 thread."""
-    parent_pid = os.getppid()
+def _worker_init(job_pid: int) -> None:
+    """Per-worker setup: exit when the job process dies, ignore Ctrl-C (the job handles it),
+    one OpenCV thread, no OpenCV log lines (decoding errors go to the manifest)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        try:  # PR_SET_PDEATHSIG: the kernel kills us when the parent dies (e.g. SIGKILL'ed)
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
-        except Exception:  # pragma: no cover
-            pass
-
-    def watch() -> None:  # portable fallback for the same
-        while True:
-            time.sleep(0.5)
-            if os.getppid() != parent_pid:
-                os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
+    # Workers are children of the forkserver, not of the job process, so neither EOF on the task
+    # pipe nor PR_SET_PDEATHSIG tells them that a SIGKILLed job is gone; without this watcher they
+    # would go on writing masks beside the next run. A pidfd becomes readable when the job exits.
+    threading.Thread(target=_exit_with, args=(job_pid,), daemon=True).start()
     import cv2
 
     cv2.setNumThreads(1)
-    try:  # decoding errors are reported in the manifest; OpenCV's own log lines would be noise
+    try:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     except AttributeError:  # pragma: no cover
         pass
+
+
+def _exit_with(pid: int) -> None:
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):  # no pidfd (old kernel, not Linux): poll
+        while True:
+            time.sleep(0.1)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # pragma: no cover
+                pass
+    import select
+
+    select.select([fd], [], [])
+    os._exit(1)
 
 
 def _ping() -> int:
@@ -463,7 +473,7 @@ def run_job(cfg: JobConfig, detect_fn: Optional[Callable] = None, log=sys.stderr
     out_dir.mkdir(parents=True, exist_ok=True)
 
     pool = cf.ProcessPoolExecutor(max_workers=cfg.workers, mp_context=_mp_context(),
-                                  initializer=_worker_init)
+                                  initializer=_worker_init, initargs=(os.getpid(),))
     lock_fd = -1
     try:
         for f in [pool.submit(_ping) for _ in range(cfg.workers)]:
