@@ -395,26 +395,59 @@ struct PremaskSink {
   std::atomic<bool>* total_bad_label;
   int64_t fallbacks = 0;   // this chunk's pixels decided in float64
   bool bad_label = false;  // this chunk met a label >= kNumClasses
+  double wrow[kTileCols];  // W[label] of the row segment
+  uint8_t near[kTileCols]; // 1 where the float32 decision is not certain
   void row(const Problem& p, int n, int o, int x0, int count, const float* d, double band) {
     uint8_t* dst = out + (static_cast<int64_t>(n) * hout + o) * wout + x0;
-    for (int i = 0; i < count; ++i) {
-      double wt = 1.0;
-      if (labels.data) {
-        const uint8_t lab = labels.at(n, o + kHalo, x0 + i + kHalo);
-        if (lab >= kNumClasses) {
-          bad_label = true;
-          dst[i] = 0;
-          continue;
-        }
-        wt = weights[lab];
+    if (labels.data) {
+      int worst = 0;
+      for (int i = 0; i < count; ++i) {
+        const int lab = labels.at(n, o + kHalo, x0 + i + kHalo);
+        worst = std::max(worst, lab);
+        wrow[i] = weights[std::min(lab, kNumClasses - 1)];
       }
-      double xv = static_cast<double>(d[i]) * wt;
-      // D > 0 always, so a non-finite weight gives a non-finite product whatever D's last bits are.
-      if (std::isfinite(wt) && std::fabs(xv - threshold) <= std::fabs(wt) * band * (1 + 1e-9) + 1e-15 * (std::fabs(xv) + std::fabs(threshold))) {
-        xv = reference_pixel_d(p, *gan, *mse, n, o, x0 + i, ld) * wt;
-        ++fallbacks;
-      }
-      dst[i] = below(xv, threshold) ? 1 : 0;
+      if (worst >= kNumClasses) bad_label = true;  // reported as ValueError after the run
+    } else {
+      std::fill(wrow, wrow + count, 1.0);
+    }
+    // The float32 decision, and whether |D32*W - t| is within
+    // the error band (|W| * band, plus a few ulps of the product). A non-finite W is never near:
+    // D > 0, so D*W is then +-inf or NaN whatever D's last bits are.
+    const double t = threshold, slack = band * (1 + 1e-9);
+    uint8_t any = 0;
+    int i = 0;
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    const __m512d zero = _mm512_setzero_pd(), one = _mm512_set1_pd(1.0), tv = _mm512_set1_pd(t),
+                  sv = _mm512_set1_pd(slack), ulps = _mm512_set1_pd(1e-15), tabs = _mm512_set1_pd(std::fabs(t)),
+                  dmax = _mm512_set1_pd(std::numeric_limits<double>::max());
+    for (; i + 8 <= count; i += 8) {
+      const __m512d w = _mm512_loadu_pd(wrow + i);
+      const __m512d xv = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(d + i)), w);
+      // max(0, x) / min(1, x) return x when x is NaN, like np.clip; NaN < t is false.
+      const __m512d c = _mm512_min_pd(one, _mm512_max_pd(zero, xv));
+      const __mmask8 below_t = _mm512_cmp_pd_mask(c, tv, _CMP_LT_OQ);
+      const __m512d aw = _mm512_abs_pd(w);
+      const __m512d lim = _mm512_fmadd_pd(aw, sv, _mm512_mul_pd(ulps, _mm512_add_pd(_mm512_abs_pd(xv), tabs)));
+      const __mmask8 is_near = _mm512_cmp_pd_mask(_mm512_abs_pd(_mm512_sub_pd(xv, tv)), lim, _CMP_LE_OQ) &
+                               _mm512_cmp_pd_mask(aw, dmax, _CMP_LE_OQ);
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(dst + i), _mm_maskz_set1_epi8(below_t, 1));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(near + i), _mm_maskz_set1_epi8(is_near, 1));
+      any |= is_near;
+    }
+#endif
+    for (; i < count; ++i) {
+      const double w = wrow[i];
+      const double xv = static_cast<double>(d[i]) * w;
+      dst[i] = below(xv, t);
+      const bool finite_w = std::fabs(w) <= std::numeric_limits<double>::max();
+      near[i] = finite_w && std::fabs(xv - t) <= std::fabs(w) * slack + 1e-15 * (std::fabs(xv) + std::fabs(t));
+      any |= near[i];
+    }
+    if (!any) return;
+    for (i = 0; i < count; ++i) {
+      if (!near[i]) continue;
+      dst[i] = below(reference_pixel_d(p, *gan, *mse, n, o, x0 + i, ld) * wrow[i], t);
+      ++fallbacks;
     }
   }
   void finish() {
