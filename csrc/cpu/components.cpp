@@ -3,6 +3,7 @@
 // parallel pass that re-extracts each row's runs and sets the bits of runs whose root is kept.
 #include "desra/components_cpu.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "desra/parallel.h"
@@ -21,12 +22,16 @@ int64_t filter_components_bits(const BitImage& in, int64_t area_threshold, BitIm
   int64_t kept = 0;
   for (size_t i = 0; i < f.parent.size(); ++i)
     if (f.parent[i] == static_cast<int32_t>(i) && area[i] > area_threshold) ++kept;
-  if (kept == 0) return 0;
+  if (kept == 0) {
+    std::fill(out.words.data(), out.words.data() + out.words.size(), 0);
+    return 0;
+  }
   f.flatten();
   parallel_for(in.h, rows_grain(in.w), [&](int64_t y0, int64_t y1) {
     for (int64_t y = y0; y < y1; ++y) {
       int64_t id = f.row_start[y];
       uint64_t* o = out.row(y);
+      std::fill(o, o + in.nw, 0);
       for_each_run<true>(in.row(y), in.nw, in.w, [&](int64_t x0, int64_t x1) {
         if (area[f.parent[id]] > area_threshold) set_bit_range(o, x0, x1);
         ++id;

@@ -4,6 +4,7 @@
 // pixel on the image edge is reached); every other background component is a hole.
 #include "desra/fill_holes_cpu.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "desra/parallel.h"
@@ -12,11 +13,12 @@
 namespace desra {
 
 void fill_holes_bits(const BitImage& in, BitImage& out) {
+  if (in.h <= 2 || in.w <= 2) {  // every background pixel lies on the border
+    out.copy_from(in);
+    return;
+  }
   out.reset(in.h, in.w);
-  if (in.h == 0 || in.w == 0) return;
-  out.words = in.words;
-  if (in.h <= 2 || in.w <= 2) return;  // every background pixel lies on the border
-  const int64_t h = in.h, w = in.w;
+  const int64_t h = in.h, w = in.w, nw = in.nw;
   RunForest f;
   std::vector<uint8_t> border;  // per run; meaningful at roots after pass 1
   label_runs<false>(
@@ -26,11 +28,13 @@ void fill_holes_bits(const BitImage& in, BitImage& out) {
       },
       [&](int32_t root, int32_t gone) { border[root] |= border[gone]; });
   f.flatten();
-  parallel_for(h - 2, rows_grain(w), [&](int64_t b, int64_t e) {
-    for (int64_t y = b + 1; y < e + 1; ++y) {  // rows 0 and h-1 hold no hole
-      int64_t id = f.row_start[y];
+  parallel_for(h, rows_grain(w), [&](int64_t y0, int64_t y1) {
+    for (int64_t y = y0; y < y1; ++y) {
       uint64_t* o = out.row(y);
-      for_each_run<false>(in.row(y), in.nw, w, [&](int64_t x0, int64_t x1) {
+      std::copy(in.row(y), in.row(y) + nw, o);
+      if (y == 0 || y == h - 1) continue;  // no hole on the border
+      int64_t id = f.row_start[y];
+      for_each_run<false>(in.row(y), nw, w, [&](int64_t x0, int64_t x1) {
         if (!border[f.parent[id]]) set_bit_range(o, x0, x1);
         ++id;
       });

@@ -1,16 +1,19 @@
 // Separable square erosion/dilation on bit-packed rows, O(pixels) for any radius.
 //
-// Horizontal pass (per row, 64 pixels per word op): the AND (erosion) / OR (dilation) over a
-// window of L = 2r+1 bits is built by doubling, g_2k(x) = g_k(x) op g_k(x + k), and closed with
-// one overlapping combine g_k(x) op g_k(x + L - k); that is ceil(log2 L) funnel-shift passes
-// over the row's words, i.e. at most 7 word ops per 64 pixels for r < 64, and (radius clamped
-// to w-1) bounded for any r. The row is copied into a buffer with guard words filled with the
-// operation's identity (1 for AND, 0 for OR), which is exactly "outside never erodes/dilates".
+// Horizontal pass, 64 pixels per word op, in radius-growing steps: with g_a the op (AND for
+// erosion, OR for dilation) over [x-a, x+a], g_{a+b}(x) = g_a(x-b) op g_a(x) op g_a(x+b) for any
+// b <= 2a+1 (the three windows overlap or touch), so the radius goes 0 -> 1 -> 4 -> 13 -> ...
+// (capped at r): r = 2 takes 2 steps, r = 6 takes 3, r < 64 at most 4, and with r clamped to w-1
+// the count stays bounded. Each step is one vectorisable loop over a tile of rows, each row
+// laid out as [pad | row words | pad]. The pads make "outside never erodes/dilates" exact: pad
+// words farther than r bits from the row hold the identity (1 for AND, 0 for OR) and are reset
+// after each step; pad words within r bits are computed like row words, because a step reads
+// g_a up to b bits outside the row and g_a is not the identity there.
 //
-// Vertical pass: van Herk / Gil-Werman over whole words: the padded column (r identity rows
-// above and below) is cut into blocks of L rows; suffix ops inside a block (S) and a running
-// prefix op (P) give window(y) = S[y] op P[y + L - 1] in 3 word ops per 64 pixels, for any r.
-// It runs over column strips of <= 8 words (one cache line per row) in parallel.
+// Vertical pass: van Herk / Gil-Werman on whole rows of words: the column padded with r identity
+// rows on each side is cut into blocks of L = 2r+1 rows; suffix ops S inside a block and a
+// running prefix op P over the next block give window(i) = S[i] op P[i+L-1]: 3 row ops per
+// output row for any r, each a vectorised loop over the row's words.
 #include "desra/morphology_cpu.h"
 
 #include <algorithm>
@@ -26,24 +29,27 @@ inline uint64_t op(uint64_t a, uint64_t b) {
   return IsAnd ? (a & b) : (a | b);
 }
 
-// 64 bits of buf starting at bit position p (p >= 0, buf long enough).
-inline uint64_t fetch_bits(const uint64_t* buf, int64_t p) {
-  const int64_t q = p >> 6;
-  const int t = static_cast<int>(p & 63);
-  return t ? (buf[q] >> t) | (buf[q + 1] << (64 - t)) : buf[q];
+// d = a op b over n words (rows of different buffers: no aliasing, vectorised).
+template <bool IsAnd>
+inline void row_op(const uint64_t* __restrict a, const uint64_t* __restrict b, uint64_t* __restrict d,
+                   int64_t n) {
+  for (int64_t c = 0; c < n; ++c) d[c] = op<IsAnd>(a[c], b[c]);
 }
 
-// buf[j] = buf[j] op (bits of buf starting at 64 j + s) for j in [0, n). In place: word j reads
-// only words >= j, which are not yet overwritten when j ascends.
+// dst[j] = src[j] op src(bits shifted by +b) op src(bits shifted by -b) for j in [0, n); src must
+// be readable at j +- (b/64 + 1).
 template <bool IsAnd>
-void combine_shifted(uint64_t* buf, int64_t n, int64_t s) {
-  const int64_t q = s >> 6;
-  const int t = static_cast<int>(s & 63);
+void step3(const uint64_t* __restrict src, uint64_t* __restrict dst, int64_t n, int64_t b) {
+  const int64_t q = b >> 6;
+  const int t = static_cast<int>(b & 63);
   if (t == 0) {
-    for (int64_t j = 0; j < n; ++j) buf[j] = op<IsAnd>(buf[j], buf[j + q]);
-  } else {
-    for (int64_t j = 0; j < n; ++j)
-      buf[j] = op<IsAnd>(buf[j], (buf[j + q] >> t) | (buf[j + q + 1] << (64 - t)));
+    for (int64_t j = 0; j < n; ++j) dst[j] = op<IsAnd>(op<IsAnd>(src[j], src[j + q]), src[j - q]);
+    return;
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    const uint64_t right = (src[j + q] >> t) | (src[j + q + 1] << (64 - t));  // pixel x + b
+    const uint64_t left = (src[j - q] << t) | (src[j - q - 1] >> (64 - t));   // pixel x - b
+    dst[j] = op<IsAnd>(op<IsAnd>(src[j], right), left);
   }
 }
 
@@ -52,33 +58,57 @@ void horizontal(const BitImage& in, BitImage& out, int64_t r) {
   const int64_t h = in.h, w = in.w, nw = in.nw;
   r = std::min(r, w - 1);  // the clipped window already spans the whole row
   if (r <= 0) {
-    out.words = in.words;
+    out.copy_from(in);
     return;
   }
-  const int64_t len = 2 * r + 1;
-  // Guard words on each side: combines read up to len-1 bits (< 64*(r/32+1)) to the right
-  // and the final centring reads r bits to the left.
-  const int64_t guard = r / 32 + 2;
-  const int64_t total = nw + 2 * guard;
   const uint64_t fill = IsAnd ? ~uint64_t{0} : 0;
-  const uint64_t pad = ~in.last_mask();  // bits past w: set to the identity for the pass
+  const uint64_t last = in.last_mask();
+  // Pad words per side: `near` words hold positions within r bits of the row (computed); words
+  // beyond are identity. A step with shift b <= r reads b/64 + 1 words beyond a computed word,
+  // so pad = near + r/64 + 1 keeps every read inside the row's own pads.
+  const int64_t near = (r + 63) / 64;
+  const int64_t pad = near + r / 64 + 1;
+  const int64_t stride = nw + 2 * pad;
+  std::vector<int64_t> steps;  // shifts b of the radius-growing steps
+  for (int64_t a = 0; a < r;) {
+    const int64_t b = std::min(2 * a + 1, r - a);
+    steps.push_back(b);
+    a += b;
+  }
+  // Tiles of rows small enough to stay in L1/L2 (~32 K pixels).
+  const int64_t tile = std::max<int64_t>(1, (int64_t{1} << 15) / (stride * 64));
   parallel_for(h, rows_grain(w), [&](int64_t y0, int64_t y1) {
-    std::vector<uint64_t> buf(static_cast<size_t>(total));
-    for (int64_t y = y0; y < y1; ++y) {
-      std::fill(buf.begin(), buf.begin() + guard, fill);
-      std::copy(in.row(y), in.row(y) + nw, buf.begin() + guard);
-      if (IsAnd) buf[guard + nw - 1] |= pad;
-      std::fill(buf.begin() + guard + nw, buf.end(), fill);
-      // Forward window: afterwards bit p of buf = op over original bits [p, p + len).
-      // Words >= total - guard + 1 are left as they are: they lie in the right guard where the
-      // true value is the identity anyway (all their window is outside the row).
-      int64_t k = 1;
-      for (; 2 * k <= len; k *= 2) combine_shifted<IsAnd>(buf.data(), total - guard + 1, k);
-      if (len > k) combine_shifted<IsAnd>(buf.data(), total - guard + 1, len - k);
-      // Centre: out bit x = window starting at x - r.
-      uint64_t* o = out.row(y);
-      for (int64_t j = 0; j < nw; ++j) o[j] = fetch_bits(buf.data(), 64 * (guard + j) - r);
-      o[nw - 1] &= in.last_mask();
+    const int64_t rows = std::min(tile, y1 - y0);
+    // One extra pad before the first and after the last row so that reads stay in the buffer.
+    const int64_t total = rows * stride + 2 * pad;
+    std::vector<uint64_t> A(static_cast<size_t>(total)), B(static_cast<size_t>(total));
+    for (int64_t t0 = y0; t0 < y1; t0 += tile) {
+      const int64_t n = std::min(tile, y1 - t0);
+      uint64_t* a = A.data();
+      uint64_t* b = B.data();
+      std::fill(a, a + total, fill);
+      for (int64_t i = 0; i < n; ++i) {
+        uint64_t* seg = a + pad + i * stride + pad;
+        std::copy(in.row(t0 + i), in.row(t0 + i) + nw, seg);
+        if (IsAnd) seg[nw - 1] |= ~last;  // bits past w are outside: identity
+      }
+      std::fill(b, b + total, fill);
+      for (int64_t s : steps) {
+        step3<IsAnd>(a + pad, b + pad, n * stride, s);
+        // Reset the far pad words (identity by definition; the step mixed rows into them).
+        for (int64_t i = 0; i < n; ++i) {
+          uint64_t* seg = b + pad + i * stride;
+          std::fill(seg, seg + (pad - near), fill);
+          std::fill(seg + pad + nw + near, seg + stride, fill);
+        }
+        std::swap(a, b);
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        const uint64_t* seg = a + pad + i * stride + pad;
+        uint64_t* o = out.row(t0 + i);
+        std::copy(seg, seg + nw, o);
+        o[nw - 1] &= last;
+      }
     }
   });
 }
@@ -88,66 +118,53 @@ void vertical(const BitImage& in, BitImage& out, int64_t r) {
   const int64_t h = in.h, nw = in.nw;
   r = std::min(r, h - 1);
   if (r <= 0) {
-    out.words = in.words;
+    out.copy_from(in);
     return;
   }
   const int64_t len = 2 * r + 1;
-  const int64_t hp = h + 2 * r;  // padded rows: padded row i is image row i - r
   const uint64_t fill = IsAnd ? ~uint64_t{0} : 0;
-  // Strips of at most 8 words (a cache line per row); narrower when there are few words so
-  // that both threads get work.
-  const int64_t threads = num_threads();
-  const int64_t strip = std::max<int64_t>(1, std::min<int64_t>(8, nw / std::max<int64_t>(1, threads)));
-  const int64_t nstrips = (nw + strip - 1) / strip;
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, h * strip * 64));
-  parallel_for(nstrips, grain, [&](int64_t s0, int64_t s1) {
-    std::vector<uint64_t> suffix(static_cast<size_t>(h * strip));  // S for window starts 0..h-1
-    std::vector<uint64_t> prefix(static_cast<size_t>(strip));
-    for (int64_t s = s0; s < s1; ++s) {
-      const int64_t c0 = s * strip, cw = std::min(strip, nw - c0);
-      auto padded = [&](int64_t i, int64_t c) -> uint64_t {
-        const int64_t y = i - r;
-        return (y >= 0 && y < h) ? in.row(y)[c0 + c] : fill;
-      };
-      // S[i] = op over padded [i, end of i's block); only i < h is needed, but the recursion
-      // starts at the end of the block holding h-1.
-      const int64_t top = std::min(hp, (((h - 1) / len) + 1) * len);
-      for (int64_t c = 0; c < cw; ++c) prefix[c] = fill;  // scratch: suffix of rows >= h
-      for (int64_t i = top - 1; i >= 0; --i) {
-        const bool block_end = (i + 1) % len == 0;
-        for (int64_t c = 0; c < cw; ++c) {
-          uint64_t v = padded(i, c);
-          if (!block_end) v = op<IsAnd>(v, prefix[c]);
-          prefix[c] = v;
-          if (i < h) suffix[i * strip + c] = v;
-        }
+  const std::vector<uint64_t> fill_row(static_cast<size_t>(nw), fill);
+  // Padded row p is image row p - r; the window of output row y is padded rows [y, y + len).
+  auto padded = [&](int64_t p) -> const uint64_t* {
+    const int64_t y = p - r;
+    return (y >= 0 && y < h) ? in.row(y) : fill_row.data();
+  };
+  parallel_for(h, rows_grain(in.w), [&](int64_t y0, int64_t y1) {
+    std::vector<uint64_t> S(static_cast<size_t>(len * nw)), P(static_cast<size_t>(nw)), P2(P);
+    for (int64_t s = (y0 / len) * len; s < y1; s += len) {  // block [s, s + len) of window starts
+      // Suffixes S[i - s] = op over padded [i, s + len), i from the block's end down.
+      std::copy(padded(s + len - 1), padded(s + len - 1) + nw, &S[(len - 1) * nw]);
+      for (int64_t i = s + len - 2; i >= s; --i) {
+        row_op<IsAnd>(padded(i), &S[(i - s + 1) * nw], &S[(i - s) * nw], nw);
       }
-      // Running prefix P[j] over padded j from its block start; window(y) ends at j = y+len-1.
-      for (int64_t j = 0; j < hp; ++j) {
-        const bool block_start = j % len == 0;
-        const int64_t y = j - (len - 1);
-        for (int64_t c = 0; c < cw; ++c) {
-          const uint64_t v = padded(j, c);
-          prefix[c] = block_start ? v : op<IsAnd>(prefix[c], v);
-          if (y >= 0) out.row(y)[c0 + c] = (y % len == 0) ? prefix[c] : op<IsAnd>(suffix[y * strip + c], prefix[c]);
-        }
+      if (s >= y0) std::copy(&S[0], &S[0] + nw, out.row(s));  // window == the whole block
+      // Prefixes over the next block: P = op over padded [s + len, j]; window i = j - len + 1.
+      std::copy(padded(s + len), padded(s + len) + nw, P.begin());
+      for (int64_t i = s + 1; i < std::min(s + len, y1); ++i) {
+        const int64_t j = i + len - 1;
+        if (j > s + len) row_op<IsAnd>(P.data(), padded(j), P2.data(), nw), std::swap(P, P2);
+        if (i >= y0) row_op<IsAnd>(&S[(i - s) * nw], P.data(), out.row(i), nw);
       }
     }
   });
 }
 
 template <bool IsAnd>
-void square(const BitImage& in, BitImage& out, int64_t radius) {
+void square(const BitImage& in, BitImage& out, int64_t radius, BitImage& tmp) {
   out.reset(in.h, in.w);
   if (in.h == 0 || in.w == 0) return;
-  BitImage tmp(in.h, in.w);
+  tmp.reset(in.h, in.w);
   horizontal<IsAnd>(in, tmp, radius);
   vertical<IsAnd>(tmp, out, radius);
 }
 
 }  // namespace
 
-void erode_bits(const BitImage& in, BitImage& out, int64_t radius) { square<true>(in, out, radius); }
-void dilate_bits(const BitImage& in, BitImage& out, int64_t radius) { square<false>(in, out, radius); }
+void erode_bits(const BitImage& in, BitImage& out, int64_t radius, BitImage& scratch) {
+  square<true>(in, out, radius, scratch);
+}
+void dilate_bits(const BitImage& in, BitImage& out, int64_t radius, BitImage& scratch) {
+  square<false>(in, out, radius, scratch);
+}
 
 }  // namespace desra

@@ -111,6 +111,19 @@ ByteView3D contiguous_view(py::array_t<uint8_t>& a) {
   return v;
 }
 
+// Per-thread bit images reused from call to call (the pool's threads live on): fresh 0.5 MB
+// buffers for a 4 Mpx image would cost a page fault per 4 KB on every call. Released after an
+// image whose buffers exceed kKeepWords, so a huge image does not pin its memory.
+struct Scratch {
+  BitImage a, b, tmp;
+  static constexpr size_t kKeepWords = size_t{1} << 21;  // 16 MB per buffer (128 Mpx)
+  void trim() {
+    for (BitImage* x : {&a, &b, &tmp})
+      if (x->words.capacity() > kKeepWords) x->words.release();
+  }
+};
+thread_local Scratch t_scratch;
+
 // Applies stage(i, bits in, bits out) to every image i of `mask`, into a new uint8 array.
 template <class Stage>
 py::array_t<uint8_t> map_images(const py::array& mask, Stage&& stage) {
@@ -120,10 +133,11 @@ py::array_t<uint8_t> map_images(const py::array& mask, Stage&& stage) {
   {
     py::gil_scoped_release nogil;
     for_each_image(in, [&](int64_t i) {
-      BitImage a, b;
-      pack_mask(in.image(i), a);
-      stage(i, a, b);
-      unpack_mask(b, out.image(i));
+      Scratch& s = t_scratch;
+      pack_mask(in.image(i), s.a);
+      stage(i, s.a, s.b);
+      unpack_mask(s.b, out.image(i));
+      s.trim();
     });
   }
   return result;
@@ -131,12 +145,12 @@ py::array_t<uint8_t> map_images(const py::array& mask, Stage&& stage) {
 
 py::array_t<uint8_t> erode(const py::array& mask, int64_t radius) {
   check_radius(radius);
-  return map_images(mask, [&](int64_t, const BitImage& a, BitImage& b) { erode_bits(a, b, radius); });
+  return map_images(mask, [&](int64_t, const BitImage& a, BitImage& b) { erode_bits(a, b, radius, t_scratch.tmp); });
 }
 
 py::array_t<uint8_t> dilate(const py::array& mask, int64_t radius) {
   check_radius(radius);
-  return map_images(mask, [&](int64_t, const BitImage& a, BitImage& b) { dilate_bits(a, b, radius); });
+  return map_images(mask, [&](int64_t, const BitImage& a, BitImage& b) { dilate_bits(a, b, radius, t_scratch.tmp); });
 }
 
 py::array_t<uint8_t> fill_holes(const py::array& mask) {
@@ -155,15 +169,18 @@ py::tuple filter_components(const py::array& mask, int64_t area_threshold) {
 }
 
 // The fused pipeline on one image: bytes -> bits once, four bit-image stages whose temporaries
-// (two bit images + the morphology's one) are 3/8 byte per pixel, bits -> the caller's view once.
+// (two bit images + the morphology's one, per thread) are 3/8 byte per pixel, bits -> the
+// caller's view once.
 int64_t postprocess_image(const ByteView2D& src, int64_t area_threshold, const ByteView2D& dst) {
-  BitImage a, b;
+  Scratch& s = t_scratch;
+  BitImage &a = s.a, &b = s.b;
   pack_mask(src, a);
-  erode_bits(a, b, kErodeRadius);    // 5x5 once
-  dilate_bits(b, a, kDilateRadius);  // 5x5 three times == 13x13 (window clipped to the image)
+  erode_bits(a, b, kErodeRadius, s.tmp);    // 5x5 once
+  dilate_bits(b, a, kDilateRadius, s.tmp);  // 5x5 three times == 13x13 (window clipped to the image)
   fill_holes_bits(a, b);
   const int64_t kept = filter_components_bits(b, area_threshold, a);
   unpack_mask(a, dst);
+  s.trim();
   return kept;
 }
 

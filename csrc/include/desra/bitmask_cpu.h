@@ -3,25 +3,57 @@
 // intermediate stays in L2 and the byte images are touched only twice (pack in, unpack out).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <vector>
+#include <memory>
 
 namespace desra {
+
+// Uninitialised word storage that keeps its capacity (the fused pipeline reuses two images for
+// all stages; every stage writes every word, so zero-filling would be a wasted pass).
+class WordBuffer {
+ public:
+  uint64_t* resize(size_t n) {
+    if (n > cap_) {
+      data_.reset(new uint64_t[n]);
+      cap_ = n;
+    }
+    size_ = n;
+    return data_.get();
+  }
+  uint64_t* data() { return data_.get(); }
+  const uint64_t* data() const { return data_.get(); }
+  size_t size() const { return size_; }
+  size_t capacity() const { return cap_; }
+  void release() {
+    data_.reset();
+    size_ = cap_ = 0;
+  }
+
+ private:
+  std::unique_ptr<uint64_t[]> data_;
+  size_t size_ = 0, cap_ = 0;
+};
 
 // Binary image, LSB first: pixel (y, x) is bit x % 64 of words[y * nw + x / 64].
 // Invariant: the bits past column w in a row's last word are 0 (run scanning relies on it).
 struct BitImage {
   int64_t h = 0, w = 0, nw = 0;  // rows, columns, words per row
-  std::vector<uint64_t> words;
+  WordBuffer words;
 
   BitImage() = default;
   BitImage(int64_t rows, int64_t cols) { reset(rows, cols); }
+  // New shape; contents undefined until written.
   void reset(int64_t rows, int64_t cols) {
     h = rows;
     w = cols;
     nw = (cols + 63) / 64;
-    words.assign(static_cast<size_t>(h * nw), 0);
+    words.resize(static_cast<size_t>(h * nw));
+  }
+  void copy_from(const BitImage& o) {
+    reset(o.h, o.w);
+    std::copy(o.words.data(), o.words.data() + o.words.size(), words.data());
   }
   uint64_t* row(int64_t y) { return words.data() + y * nw; }
   const uint64_t* row(int64_t y) const { return words.data() + y * nw; }

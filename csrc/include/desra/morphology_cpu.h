@@ -12,9 +12,10 @@
 
 namespace desra {
 
-// out = erosion of in (out is reset to in's shape; may not alias in). radius >= 0.
-void erode_bits(const BitImage& in, BitImage& out, int64_t radius);
-// out = dilation of in (out is reset to in's shape; may not alias in). radius >= 0.
-void dilate_bits(const BitImage& in, BitImage& out, int64_t radius);
+// out = erosion of in (out is reset to in's shape). radius >= 0. `scratch` holds the
+// horizontal pass (reused by the caller across calls to avoid fresh pages); none may alias.
+void erode_bits(const BitImage& in, BitImage& out, int64_t radius, BitImage& scratch);
+// out = dilation of in, same contract.
+void dilate_bits(const BitImage& in, BitImage& out, int64_t radius, BitImage& scratch);
 
 }  // namespace desra
