@@ -143,12 +143,13 @@ def _eval(args, parser: argparse.ArgumentParser) -> int:
     scores_mode = args.pred is not None or args.gt is not None
     if change == scores_mode:
         parser.error("eval needs either --pred PRED_DIR --gt GT_DIR or --before PRED_DIR --after PRED_DIR")
-    for name, d in (("--pred", args.pred), ("--gt", args.gt), ("--before", args.before), ("--after", args.after)):
-        if (change and name in ("--before", "--after")) or (scores_mode and name in ("--pred", "--gt")):
-            if d is None:
-                parser.error(f"eval: {name} is missing")
-            if not os.path.isdir(d):
-                parser.error(f"eval: {name} {d}: not a directory")
+    needed = [("--before", args.before), ("--after", args.after)] if change else [("--pred", args.pred), ("--gt", args.gt)]
+    for name, d in needed:
+        if d is None:
+            parser.error(f"eval: {name} is missing")
+    for name, d in needed:
+        if not os.path.isdir(d):
+            parser.error(f"eval: {name} {d}: not a directory")
     if change:
         s = metrics.evaluate_change_folders(args.before, args.after)
         unmatched = [("--before", s.unmatched_before), ("--after", s.unmatched_after)]
