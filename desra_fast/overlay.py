@@ -50,9 +50,25 @@ def make_overlay(gan: np.ndarray, mse: np.ndarray, mask: np.ndarray, *, alpha: f
         thick = max(1, round(max(m.shape) / 400))
         cv2.drawContours(left, contours, -1, OUTLINE_RGB, thick)
         cv2.drawContours(right, contours, -1, OUTLINE_RGB, thick)
+    _caption(left, "GAN-SR: detected artifacts" if m.any() else "GAN-SR: no artifact detected")
+    _caption(right, "MSE-SR")
     h, w = m.shape
     out = np.empty((h, 2 * w + GAP, 3), np.uint8)
     out[:, :w] = left
     out[:, w:w + GAP] = GAP_RGB
     out[:, w + GAP:] = right
     return out
+
+
+def _caption(img: np.ndarray, text: str) -> None:
+    """Label a panel in its top-left corner (white on a dark box), scaled to the image width."""
+    h, w = img.shape[:2]
+    scale = min(1.0, w / 700)
+    if scale < 0.25 or h < 24:  # too small to be readable: leave the picture clean
+        return
+    font, thick = cv2.FONT_HERSHEY_SIMPLEX, max(1, round(2 * scale))
+    (tw, th), base = cv2.getTextSize(text, font, scale, thick)
+    pad = max(2, round(6 * scale))
+    x1, y1 = min(w, tw + 2 * pad), min(h, th + base + 2 * pad)
+    img[:y1, :x1] = (img[:y1, :x1] * 0.35).astype(np.uint8)
+    cv2.putText(img, text, (pad, pad + th), font, scale, (255, 255, 255), thick, cv2.LINE_AA)

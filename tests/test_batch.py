@@ -332,3 +332,25 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.png"]  # tmp file cleaned up
     np.testing.assert_array_equal(cv2.imread(str(target), cv2.IMREAD_UNCHANGED), np.eye(8, dtype=np.uint8) * 255)
+
+
+def test_overlay_picture():
+    from desra_fast.overlay import GAP, make_overlay
+
+    rng = np.random.default_rng(3)
+    gan = rng.integers(0, 65536, (120, 160, 3), dtype=np.uint16)
+    mse = (np.full((120, 160, 3), 40000, np.uint16))
+    mask = np.zeros((120, 160), bool)
+    mask[60:100, 80:140] = True
+    pic = make_overlay(gan, mse, mask)
+    assert pic.shape == (120, 2 * 160 + GAP, 3) and pic.dtype == np.uint8
+    g8 = np.round(gan.astype(np.float64) * 255 / 65535)
+    inside = pic[70:90, 90:130].astype(float) - g8[70:90, 90:130]
+    assert inside[..., 0].mean() > 30 and inside[..., 1].mean() < -30  # tinted red
+    np.testing.assert_array_equal(pic[110:, :50], g8[110:, :50].astype(np.uint8))  # untouched outside
+    assert (pic[:, 160:160 + GAP] == 255).all()
+    right = pic[:, 160 + GAP:]
+    assert (right[70:90, 90:130] == round(40000 * 255 / 65535)).all()  # MSE side: outline only
+    assert (right[60, 80:140] != round(40000 * 255 / 65535)).any()
+    with pytest.raises(ValueError, match="mask shape"):
+        make_overlay(gan, mse, mask[:10])
