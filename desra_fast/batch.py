@@ -131,14 +131,16 @@ class JobResult:
 # ---------------------------------------------------------------------------------------------
 # planning
 
-def find_pairs(gan_dir: str, mse_dir: str, seg_dir: Optional[str] = None) -> List[Pair]:
+def find_pairs(gan_dir: str, mse_dir: str, seg_dir: Optional[str] = None,
+               exclude: Sequence[str] = ()) -> List[Pair]:
     """Pair the images of the two folders by relative path without extension (sorted by key).
 
     Pairs that cannot be processed carry an ``error`` (missing partner or label map, several
-    files with the same name and different extensions)."""
-    gan = imageio.list_images(gan_dir)
-    mse = imageio.list_images(mse_dir)
-    seg = imageio.list_images(seg_dir) if seg_dir is not None else None
+    files with the same name and different extensions). Folders in ``exclude`` (the output
+    folder, if it lies inside an input folder) are not searched."""
+    gan = imageio.list_images(gan_dir, exclude)
+    mse = imageio.list_images(mse_dir, exclude)
+    seg = imageio.list_images(seg_dir, exclude) if seg_dir is not None else None
     pairs = []
     for key in sorted(gan.keys() | mse.keys()):
         g, m = gan.get(key), mse.get(key)
@@ -494,7 +496,7 @@ def _run_locked(cfg: JobConfig, out_dir: Path, pool: cf.ProcessPoolExecutor,
     res = JobResult()
     present, res.stale_tmp_removed = _scan_outputs(out_dir)
     previous = read_manifest(out_dir / MANIFEST)
-    pairs = find_pairs(cfg.gan_dir, cfg.mse_dir, cfg.seg_dir)
+    pairs = find_pairs(cfg.gan_dir, cfg.mse_dir, cfg.seg_dir, exclude=[str(out_dir)])
     res.pairs = len(pairs)
     manifest = _Manifest(out_dir / MANIFEST, cfg.fsync)
     try:

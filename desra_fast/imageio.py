@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 from pathlib import Path
-from typing import Dict, List, Union
+from typing import Dict, List, Sequence, Union
 
 import cv2
 import numpy as np
@@ -155,20 +155,23 @@ def remove_stale_tmp_files(root: PathLike) -> int:
     return removed
 
 
-def list_images(root: PathLike) -> Dict[str, List[str]]:
+def list_images(root: PathLike, exclude: Sequence[PathLike] = ()) -> Dict[str, List[str]]:
     """Find image files below ``root`` (recursively, following directory symlinks).
 
     Returns {key: [relative paths]} where the relative path uses '/' separators and the key is
     that path without its extension, so ``n01440764/x.JPEG`` and a mask ``n01440764/x.png``
     share the key ``n01440764/x``. More than one path under a key means an ambiguous pair.
-    Hidden files and directories (name starting with '.') are skipped.
+    Hidden files and directories (name starting with '.') are skipped, and so are the
+    directories in ``exclude`` (e.g. an output folder placed inside an input folder).
     """
     root = os.fspath(root)
     if not os.path.isdir(root):
         raise ValueError(f"{root}: not a directory")
+    skip = {os.path.realpath(d) for d in exclude}
     found: Dict[str, List[str]] = {}
     for dirpath, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and os.path.realpath(os.path.join(dirpath, d)) not in skip)
         rel_dir = os.path.relpath(dirpath, root)
         for name in sorted(files):
             if name.startswith("."):

@@ -354,3 +354,19 @@ def test_overlay_picture():
     assert (right[60, 80:140] != round(40000 * 255 / 65535)).any()
     with pytest.raises(ValueError, match="mask shape"):
         make_overlay(gan, mse, mask[:10])
+
+
+def test_output_inside_input_folder_and_progress_bar(tmp_path):
+    import io
+
+    root = tmp_path / "data"
+    make_dataset(root, n_pairs=3, seed=6, plant_bad=False)
+    out = root / "gan" / "masks"  # output inside the GAN folder: not taken for input on restart
+    log = io.StringIO()
+    cfg = batch.JobConfig(gan_dir=str(root / "gan"), mse_dir=str(root / "mse"), out_dir=str(out),
+                          area_threshold=AREA, progress=True, workers=1)
+    res = batch.run_job(cfg, detect_fn=oracle_batch_detect, log=log)
+    assert res.written == 3 and res.exit_code == 0
+    assert "img/s" in log.getvalue() and "3/3" in log.getvalue()  # tqdm bar: count, rate (ETA)
+    res = run(root, out, workers=1)
+    assert res.pairs == 3 and res.skipped == 3 and res.exit_code == 0
