@@ -71,17 +71,37 @@ struct RunForest {
   }
 };
 
+// A run of one row during pass 1.
+struct RowRun {
+  int64_t x0, x1;
+  int32_t id;
+};
+
+// Links every run of `cur` to the 8-adjacent runs of `prev` (same colour, previous row):
+// [c, d) touches [a, b) iff c <= b and d >= a. merge(root, gone) as in label_runs.
+template <class Merge>
+inline void link_rows(const std::vector<RowRun>& prev, const std::vector<RowRun>& cur, RunForest& f,
+                      Merge&& merge) {
+  size_t j = 0;
+  for (const RowRun& r : cur) {
+    while (j < prev.size() && prev[j].x1 < r.x0) ++j;
+    for (size_t t = j; t < prev.size() && prev[t].x0 <= r.x1; ++t) {
+      int32_t a = f.find(prev[t].id), b = f.find(r.id);
+      if (a == b) continue;
+      if (a > b) std::swap(a, b);
+      f.parent[b] = a;
+      merge(a, b);
+    }
+  }
+}
+
 // Pass 1 over the runs of Value pixels. new_run(y, x0, x1) is called for each run in id order
 // (the caller appends its payload); merge(root, gone) when root `gone` is linked under `root`.
 template <bool Value, class NewRun, class Merge>
 void label_runs(const BitImage& img, RunForest& f, NewRun&& new_run, Merge&& merge) {
-  struct Run {
-    int64_t x0, x1;
-    int32_t id;
-  };
   f.parent.clear();
   f.row_start.assign(static_cast<size_t>(img.h + 1), 0);
-  std::vector<Run> prev, cur;
+  std::vector<RowRun> prev, cur;
   int32_t next_id = 0;
   for (int64_t y = 0; y < img.h; ++y) {
     f.row_start[y] = next_id;
@@ -92,18 +112,7 @@ void label_runs(const BitImage& img, RunForest& f, NewRun&& new_run, Merge&& mer
       new_run(y, x0, x1);
       ++next_id;
     });
-    // 8-adjacency with the previous row: [c, d) touches [a, b) iff c <= b and d >= a.
-    size_t j = 0;
-    for (const Run& r : cur) {
-      while (j < prev.size() && prev[j].x1 < r.x0) ++j;
-      for (size_t t = j; t < prev.size() && prev[t].x0 <= r.x1; ++t) {
-        int32_t a = f.find(prev[t].id), b = f.find(r.id);
-        if (a == b) continue;
-        if (a > b) std::swap(a, b);
-        f.parent[b] = a;
-        merge(a, b);
-      }
-    }
+    link_rows(prev, cur, f, merge);
     std::swap(prev, cur);
   }
   f.row_start[img.h] = next_id;
