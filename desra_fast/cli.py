@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--window", choices=("gaussian", "box"), default="gaussian",
                    help="11x11 window of the local statistics (default gaussian, as the released scripts)")
     d.add_argument("--workers", type=_positive_int, default=2,
-                   help="processes decoding and writing images while detection runs (default 2)")
+                   help="processes decoding (and threads writing) images while detection runs (default 2)")
     d.add_argument("--overlay", action="store_true",
                    help="also write OUT_DIR/overlays/<path>.jpg: GAN-SR with regions tinted and "
                         "outlined, beside MSE-SR")
@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--retry-failed", action="store_true",
                    help="retry pairs an earlier run recorded as failed (default: keep their error)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar (default: bar on a terminal)")
+    d.add_argument("--no-fsync", action="store_true",
+                   help="do not fsync each file before renaming it into place (faster on slow disks; "
+                        "still safe against killed jobs, but not against power loss)")
 
     e = sub.add_parser(
         "eval", help="IoU / precision / recall against GT masks, or removal / addition rate",
@@ -118,7 +121,8 @@ def _detect(args) -> int:
     cfg = JobConfig(gan_dir=args.gan, mse_dir=args.mse, out_dir=args.out, seg_dir=args.seg,
                     threshold=args.threshold, area_threshold=args.area_threshold, window=args.window,
                     backend=args.backend, workers=args.workers, overlay=args.overlay,
-                    retry_failed=args.retry_failed, progress=False if args.no_progress else None)
+                    retry_failed=args.retry_failed, progress=False if args.no_progress else None,
+                    fsync=not args.no_fsync)
     try:
         res = run_job(cfg)
     except JobError as exc:

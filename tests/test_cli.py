@@ -62,7 +62,7 @@ def test_python_m_help():
     proc = subprocess.run([sys.executable, "-m", "desra_fast", "detect", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
     for flag in ("--gan", "--mse", "--out", "--seg", "--threshold", "--area-threshold", "--window",
-                 "--workers", "--overlay", "--backend", "--retry-failed"):
+                 "--workers", "--overlay", "--backend", "--retry-failed", "--no-fsync"):
         assert flag in proc.stdout
 
 
