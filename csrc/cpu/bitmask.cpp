@@ -16,6 +16,23 @@
 namespace desra {
 namespace {
 
+#if !defined(__AVX512BW__)
+// kSpread[b] = the 8 bytes 0/1 of the bits of b, little-endian (byte i = bit i).
+struct SpreadTable {
+  uint64_t v[256];
+  SpreadTable() {
+    for (int b = 0; b < 256; ++b) {
+      uint64_t x = 0;
+      for (int i = 0; i < 8; ++i) x |= uint64_t((b >> i) & 1) << (8 * i);
+      v[b] = x;
+    }
+  }
+};
+const SpreadTable kSpread;
+#endif
+
+}  // namespace
+
 void pack_row(const uint8_t* p, ptrdiff_t sx, int64_t w, uint64_t* out) {
   const int64_t nw = (w + 63) / 64;
   if (sx != 1) {
@@ -55,21 +72,6 @@ void pack_row(const uint8_t* p, ptrdiff_t sx, int64_t w, uint64_t* out) {
 #endif
 }
 
-#if !defined(__AVX512BW__)
-// kSpread[b] = the 8 bytes 0/1 of the bits of b, little-endian (byte i = bit i).
-struct SpreadTable {
-  uint64_t v[256];
-  SpreadTable() {
-    for (int b = 0; b < 256; ++b) {
-      uint64_t x = 0;
-      for (int i = 0; i < 8; ++i) x |= uint64_t((b >> i) & 1) << (8 * i);
-      v[b] = x;
-    }
-  }
-};
-const SpreadTable kSpread;
-#endif
-
 void unpack_row(const uint64_t* in, int64_t w, uint8_t* p, ptrdiff_t sx) {
   const int64_t nw = (w + 63) / 64;
   if (sx != 1) {
@@ -95,8 +97,6 @@ void unpack_row(const uint64_t* in, int64_t w, uint8_t* p, ptrdiff_t sx) {
   }
 #endif
 }
-
-}  // namespace
 
 void pack_mask(const ByteView2D& src, BitImage& dst) {
   dst.reset(src.h, src.w);

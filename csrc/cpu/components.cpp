@@ -11,34 +11,35 @@
 
 namespace desra {
 
+KeptComponents::KeptComponents(const BitImage& in, int64_t area_threshold)
+    : in_(in), threshold_(area_threshold) {
+  if (in.h == 0 || in.w == 0) return;
+  label_runs<true>(
+      in, forest_, [&](int64_t, int64_t x0, int64_t x1) { area_.push_back(x1 - x0); },
+      [&](int32_t root, int32_t gone) { area_[root] += area_[gone]; });
+  for (size_t i = 0; i < forest_.parent.size(); ++i)
+    if (forest_.parent[i] == static_cast<int32_t>(i) && area_[i] > threshold_) ++kept_;
+  forest_.flatten();
+}
+
+void KeptComponents::row(int64_t y, uint64_t* o) const {
+  std::fill(o, o + in_.nw, 0);
+  if (kept_ == 0) return;
+  int64_t id = forest_.row_start[y];
+  for_each_run<true>(in_.row(y), in_.nw, in_.w, [&](int64_t x0, int64_t x1) {
+    if (area_[forest_.parent[id]] > threshold_) set_bit_range(o, x0, x1);
+    ++id;
+  });
+}
+
 int64_t filter_components_bits(const BitImage& in, int64_t area_threshold, BitImage& out) {
   out.reset(in.h, in.w);
   if (in.h == 0 || in.w == 0) return 0;
-  RunForest f;
-  std::vector<int64_t> area;  // per run; component areas at the roots after pass 1
-  label_runs<true>(
-      in, f, [&](int64_t, int64_t x0, int64_t x1) { area.push_back(x1 - x0); },
-      [&](int32_t root, int32_t gone) { area[root] += area[gone]; });
-  int64_t kept = 0;
-  for (size_t i = 0; i < f.parent.size(); ++i)
-    if (f.parent[i] == static_cast<int32_t>(i) && area[i] > area_threshold) ++kept;
-  if (kept == 0) {
-    std::fill(out.words.data(), out.words.data() + out.words.size(), 0);
-    return 0;
-  }
-  f.flatten();
+  const KeptComponents kept(in, area_threshold);
   parallel_for(in.h, rows_grain(in.w), [&](int64_t y0, int64_t y1) {
-    for (int64_t y = y0; y < y1; ++y) {
-      int64_t id = f.row_start[y];
-      uint64_t* o = out.row(y);
-      std::fill(o, o + in.nw, 0);
-      for_each_run<true>(in.row(y), in.nw, in.w, [&](int64_t x0, int64_t x1) {
-        if (area[f.parent[id]] > area_threshold) set_bit_range(o, x0, x1);
-        ++id;
-      });
-    }
+    for (int64_t y = y0; y < y1; ++y) kept.row(y, out.row(y));
   });
-  return kept;
+  return kept.count();
 }
 
 }  // namespace desra

@@ -168,20 +168,57 @@ py::tuple filter_components(const py::array& mask, int64_t area_threshold) {
   return py::make_tuple(out, counts);
 }
 
-// The fused pipeline on one image: bytes -> bits once, four bit-image stages whose temporaries
-// (two bit images + the morphology's one, per thread) are 3/8 byte per pixel, bits -> the
-// caller's view once.
+// Bit images of one strip of the fused pipeline, per thread (distinct from t_scratch: the
+// calling thread runs a strip while its t_scratch holds the whole-image images).
+struct StripScratch {
+  BitImage in, eroded, dilated, tmp;
+};
+thread_local StripScratch t_strip;
+
+// The fused pipeline on one image, in three parallel regions and two sequential labellings:
+//  1. strips of rows (plus a halo of kErodeRadius + kDilateRadius = 8 rows each side, which the
+//     strip's erosion and dilation need): bytes -> bits, erode, dilate, all in cache, then the
+//     strip's own rows go to the dilated image D; the halo rows of a strip are computed from
+//     a clipped image and thrown away (row y of the dilation depends on rows y +- 8 only);
+//  2. fill holes of D into F (labelling + a parallel row pass);
+//  3. label F's components, then each kept row is built in a 1-row buffer and unpacked straight
+//     into the caller's view: no kept-mask image and no separate unpack pass.
+// Whole-image temporaries: D and F, 1/4 byte per pixel.
 int64_t postprocess_image(const ByteView2D& src, int64_t area_threshold, const ByteView2D& dst) {
+  const int64_t h = src.h, w = src.w;
+  if (h == 0 || w == 0) return 0;
   Scratch& s = t_scratch;
-  BitImage &a = s.a, &b = s.b;
-  pack_mask(src, a);
-  erode_bits(a, b, kErodeRadius, s.tmp);    // 5x5 once
-  dilate_bits(b, a, kDilateRadius, s.tmp);  // 5x5 three times == 13x13 (window clipped to the image)
-  fill_holes_bits(a, b);
-  const int64_t kept = filter_components_bits(b, area_threshold, a);
-  unpack_mask(a, dst);
+  BitImage &d = s.a, &filled = s.b;
+  d.reset(h, w);
+  constexpr int64_t kHalo = kErodeRadius + kDilateRadius;
+  // Strips of ~256 rows (their bit images stay in L2), at least rows_grain pixels per chunk.
+  const int64_t strip = std::max<int64_t>(256, rows_grain(w));
+  const int64_t nstrips = (h + strip - 1) / strip;
+  parallel_for(nstrips, 1, [&](int64_t s0, int64_t s1) {
+    StripScratch& t = t_strip;
+    for (int64_t k = s0; k < s1; ++k) {
+      const int64_t y0 = k * strip, y1 = std::min(h, y0 + strip);
+      const int64_t r0 = std::max<int64_t>(0, y0 - kHalo), r1 = std::min(h, y1 + kHalo);
+      pack_mask(ByteView2D{src.row(r0), r1 - r0, w, src.sy, src.sx}, t.in);
+      erode_bits(t.in, t.eroded, kErodeRadius, t.tmp);            // 5x5 once
+      dilate_bits(t.eroded, t.dilated, kDilateRadius, t.tmp);     // 5x5 three times == 13x13
+      std::copy(t.dilated.row(y0 - r0), t.dilated.row(y1 - r0), d.row(y0));
+    }
+  });
+  fill_holes_bits(d, filled);
+  const KeptComponents kept(filled, area_threshold);
+  parallel_for(h, rows_grain(w), [&](int64_t y0, int64_t y1) {
+    std::vector<uint64_t> row(static_cast<size_t>(filled.nw));
+    for (int64_t y = y0; y < y1; ++y) {
+      kept.row(y, row.data());
+      unpack_row(row.data(), w, dst.row(y), dst.sx);
+    }
+  });
   s.trim();
-  return kept;
+  StripScratch& t = t_strip;
+  for (BitImage* x : {&t.in, &t.eroded, &t.dilated, &t.tmp})
+    if (x->words.capacity() > Scratch::kKeepWords) x->words.release();
+  return kept.count();
 }
 
 py::array_t<int64_t> postprocess(py::array mask, int64_t area_threshold, const py::array& out) {

@@ -71,6 +71,11 @@ struct ByteView2D {
   uint8_t* row(int64_t y) const { return base + y * sy; }
 };
 
+// One row: w bytes at p (column stride sx) -> ceil(w/64) words; nonzero is foreground.
+void pack_row(const uint8_t* p, ptrdiff_t sx, int64_t w, uint64_t* out);
+// One row of bits -> w bytes 0/1 at p (column stride sx), nothing written past the row.
+void unpack_row(const uint64_t* in, int64_t w, uint8_t* p, ptrdiff_t sx);
+
 // src -> dst (dst is reset to src's shape). Any nonzero byte is foreground. Parallel over rows.
 void pack_mask(const ByteView2D& src, BitImage& dst);
 // Writes 0/1 into every element of dst (same shape as src), nothing outside it: the tail of a
