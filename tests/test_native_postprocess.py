@@ -313,6 +313,15 @@ def test_thin_shapes(shape, value):
         assert c.tolist() == [cnt]
 
 
+def test_huge_radius_acts_like_the_whole_image():
+    rng = np.random.default_rng(12)
+    for shape in [(5, 300), (70, 3), (64, 128), (130, 65)]:
+        m = (rng.random(shape) < 0.97).astype(np.uint8)
+        r = max(shape)
+        assert_same(_C.erode(one(m), 10**12)[0], ref_erode(m, r), f"erode {shape}")
+        assert_same(_C.dilate(one(1 - m), 2**62)[0], ref_dilate(1 - m, r), f"dilate {shape}")
+
+
 def test_batch_mixes_images_independently():
     rng = np.random.default_rng(3)
     gens = GENERATORS * 3
