@@ -136,6 +136,25 @@ def test_dmap_flat_mse_textured_gan(dtype, c):
     gan, mse = batch([flat_mse_pair(rng, 80, 96, c)], dtype)
     d, ref = check_dmap(gan, mse, GAUSSIAN, SCALES[dtype])
     assert (ref < 0.5).any() and (ref == ref.max()).any()  # the case is really exercised
+    # ... and it is hard: the naive float32 E[x^2] - mu^2 misses the tolerance by orders of magnitude.
+    assert np.abs(naive_float32_d(gan, mse, SCALES[dtype]) - ref).max() > 100 * TOL
+
+
+def naive_float32_d(gan, mse, scale):
+    """What a straightforward float32 implementation computes (cv2.filter2D in float32)."""
+    win = _window(GAUSSIAN).astype(np.float32)
+    out = []
+    for g, m in zip(gan, mse):
+        ds = []
+        for c in range(g.shape[2]):
+            v = []
+            for im in (m, g):
+                ch = np.ascontiguousarray(im[:, :, c].astype(np.float32) * np.float32(scale))
+                mu = cv2.filter2D(ch, -1, win)[5:-5, 5:-5]
+                v.append(np.maximum(cv2.filter2D(ch * ch, -1, win)[5:-5, 5:-5] - mu * mu, 0))
+            ds.append((2 * np.sqrt(v[0] + 1e-8) * np.sqrt(v[1] + 1e-8) + C_CONST) / (v[0] + v[1] + C_CONST))
+        out.append(np.mean(ds, axis=0))
+    return np.stack(out)
 
 
 @pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea"])
