@@ -14,6 +14,7 @@ Conventions (PyTorch / Real-ESRGAN ecosystem):
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -36,7 +37,8 @@ def _torch():
 
 
 def is_tensor(x: Any) -> bool:
-    torch = _torch()
+    # Look torch up without importing it (1-2 s): a tensor can only exist once torch is loaded.
+    torch = sys.modules.get("torch")
     return torch is not None and isinstance(x, torch.Tensor)
 
 
