@@ -595,7 +595,13 @@ def _pipeline(cfg: JobConfig, out_dir: Path, todo: List[Pair], pool: cf.ProcessP
                 collect_writes(depth)
         collect_writes(0)
     finally:
+        # Interrupted (Ctrl-C, error): let running writes finish and log them, so that a
+        # restart does not need to recover their lines; queued ones are dropped.
         writer.shutdown(wait=True, cancel_futures=True)
+        for f in writes:
+            if f.done() and not f.cancelled() and f.exception() is None:
+                for rec in f.result():
+                    finish(rec)
         bar.close()
 
 

@@ -60,7 +60,7 @@ def test_sigkill_and_restart_gives_the_uninterrupted_masks(dataset, reference, t
     out = tmp_path / "out"
     kills_partway = 0
     counts = []  # masks present after each kill
-    for step in (1, 1, 1):  # kill as soon as this many more masks are written
+    for step in (1, 10, 12):  # kill as soon as this many more masks are written
         trigger = len(_masks(out)) + step
         proc = subprocess.Popen(_cmd(root, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
