@@ -111,7 +111,8 @@ namespace {
 
 constexpr int kTileCols = 128;     // output pixels per column tile (ring = 172 KB for RGB, in L2;
                                    // measured: 128-192 beat 64 (halo) and 256-512 (cache misses))
-constexpr int kMinStripRows = 32;  // a strip re-filters 10 halo rows: keep that overhead small
+constexpr int kMinStripRows = 64;  // a strip re-filters 10 halo rows: keep that overhead small
+constexpr int kItemsPerThread = 4; // work items per thread, for load balance on shared cores
 constexpr double kCentre = 127.5;  // centre of the 0..255 scale: |v - kCentre| <= 127.5 in range
 constexpr int kPlanes = 4;         // ring planes: w*x, w*x^2 (MSE), w*y, w*y^2 (GAN)
 
@@ -534,20 +535,23 @@ void run_strip(const Problem& p, const Image4& gan, const Image4& mse, int n, in
   }
 }
 
-// Splits the batch into (image, row strip) items and runs them on the thread pool.
+// Splits the batch into (image, row strip) items; every pool thread takes the next free item
+// from a shared counter. Why not parallel_for's static chunks directly: the pool runs on shared
+// cores (other processes, the GIL holder), and a late thread would then hold up the whole call;
+// with ~4 items per thread the others pick up its share.
 template <typename T, int C, typename MakeSink>
 void run_all(const Problem& p, const Image4& gan, const Image4& mse, MakeSink make_sink) {
   const int threads = std::max(1, num_threads());
-  // Enough items for every thread when N is small, but strips tall enough that re-filtering the
-  // 10 halo rows of each strip stays a few percent of the work.
-  const int want = std::max(1, (2 * threads + p.n - 1) / p.n);
+  // Strips tall enough that re-filtering the 10 halo rows of each stays a few percent of the work.
+  const int want = std::max(1, (kItemsPerThread * threads + p.n - 1) / p.n);
   const int strips = std::max(1, std::min(want, p.hout / kMinStripRows));
   const int rows = (p.hout + strips - 1) / strips;
   const int64_t items = static_cast<int64_t>(p.n) * strips;
-  parallel_for(items, 1, [&](int64_t b, int64_t e) {
+  std::atomic<int64_t> next{0};
+  parallel_for(std::min<int64_t>(threads, items), 1, [&](int64_t, int64_t) {
     Scratch<C> scratch;
     auto sink = make_sink();
-    for (int64_t it = b; it < e; ++it) {
+    for (int64_t it = next++; it < items; it = next++) {
       const int n = static_cast<int>(it / strips);
       const int r0 = static_cast<int>(it % strips) * rows;
       const int r1 = std::min(p.hout, r0 + rows);
