@@ -281,6 +281,17 @@ def test_premask_real_photos_with_labels_and_random_weights(name):
     check_premask(gan, mse, big[:, :, ::2], weights, 0.7, GAUSSIAN, 1.0, d64)
 
 
+def test_premask_float_values_outside_0_255():
+    # Float inputs are not clamped: the kernel's error band grows with the magnitudes it reads.
+    rng = np.random.default_rng(13)
+    gan, mse = textured_pair(rng, 60, 70)
+    gan, mse = (gan * 2.5 - 200)[None], (mse * 2.5 - 200)[None]  # about -150..400
+    d64 = oracle_d(gan, mse, GAUSSIAN, 1.0)
+    assert np.abs(_C.dmap(gan, mse, GAUSSIAN, 1.0) - d64).max() <= TOL
+    for thr in [0.7] + near_tie_thresholds(d64, 5, rng):
+        check_premask(gan, mse, None, None, thr, GAUSSIAN, 1.0, d64)
+
+
 def test_premask_near_threshold_stress_uses_float64_fallback():
     # Many thresholds placed between nearly tied oracle values: the decisions there are beyond
     # float32 resolution and must come from the float64 recomputation (counted by the kernel).

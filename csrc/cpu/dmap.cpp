@@ -277,8 +277,22 @@ void convert_row(const Image4& im, int n, int r, int x0, int count, double scale
         sq[x * C + c] = v * v;
       }
   }
-  if (range) {  // float inputs: the band needs the actual magnitudes
-    for (int k = 0; k < len; ++k) range->add(xr[k] + kCentre);
+  if (range) {  // float inputs: the band needs the actual magnitudes (NaN values are skipped)
+    int k = 0;
+#if defined(__AVX512F__)
+    if (len >= 8) {
+      // min_pd(v, acc) returns acc when v is NaN, like Range::add.
+      __m512d lo = _mm512_set1_pd(range->lo - kCentre), hi = _mm512_set1_pd(range->hi - kCentre);
+      for (; k + 8 <= len; k += 8) {
+        const __m512d v = _mm512_loadu_pd(xr + k);
+        lo = _mm512_min_pd(v, lo);
+        hi = _mm512_max_pd(v, hi);
+      }
+      range->add(_mm512_reduce_min_pd(lo) + kCentre);
+      range->add(_mm512_reduce_max_pd(hi) + kCentre);
+    }
+#endif
+    for (; k < len; ++k) range->add(xr[k] + kCentre);
   }
 }
 
