@@ -3,7 +3,8 @@
 Makes N small GAN/MSE PNG pairs in nested class folders and prints three throughputs:
 
   (a) desra_fast.detect in a loop on pre-decoded arrays (one pair per call),
-  (b) reading both images and writing one mask (atomic, fsync'ed, as the CLI does) in a loop,
+  (b) reading both images and writing one mask (atomic, fsync'ed, as the CLI does; --no-fsync
+      for both (b) and (c) without fsync) in a loop,
   (c) the CLI: ``desra-fast detect --workers 2`` over the folders, wall clock of the whole
       command including interpreter start-up,
 
@@ -56,6 +57,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=96)
     ap.add_argument("--area-threshold", type=int, default=100)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--no-fsync", action="store_true", help="(b) and (c) without per-file fsync")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = ap.parse_args()
 
@@ -81,7 +83,7 @@ def main() -> None:
         for k, mask in zip(keys, masks):
             imageio.read_rgb(gan_dir / (k + ".png"))
             imageio.read_rgb(mse_dir / (k + ".png"))
-            imageio.write_mask_png(out_b / (k + ".png"), mask)
+            imageio.write_mask_png(out_b / (k + ".png"), mask, fsync=not args.no_fsync)
         b = len(keys) / (time.perf_counter() - t0)
 
         # (c) the CLI, whole command
@@ -90,6 +92,8 @@ def main() -> None:
         cmd = ([exe] if exe else [sys.executable, "-m", "desra_fast"]) + [
             "detect", "--gan", str(gan_dir), "--mse", str(mse_dir), "--out", str(out_c),
             "--area-threshold", str(args.area_threshold), "--workers", str(args.workers), "--no-progress"]
+        if args.no_fsync:
+            cmd.append("--no-fsync")
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         c = len(keys) / (time.perf_counter() - t0)
@@ -99,7 +103,7 @@ def main() -> None:
                    for k, m in zip(keys, masks))
 
         print(f"{len(keys)} pairs of {args.size}x{args.size}, mean artifact fraction {frac:.3f}, "
-              f"{os.cpu_count()} cores, --workers {args.workers}")
+              f"{os.cpu_count()} cores, --workers {args.workers}, fsync {'off' if args.no_fsync else 'on'}")
         print(f"(a) detect loop on decoded arrays   {a:8.1f} images/s")
         print(f"(b) read 2 + write 1 mask loop      {b:8.1f} images/s")
         print(f"(c) desra-fast detect (whole CLI)   {c:8.1f} images/s")

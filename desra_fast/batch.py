@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import contextlib
 import errno
 import json
 import math
@@ -44,6 +45,7 @@ import signal
 import sys
 import threading
 import time
+import types
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -457,6 +459,22 @@ def _mp_context():
     return mp.get_context("spawn")
 
 
+@contextlib.contextmanager
+def _main_module_hidden():
+    """Start workers without re-running the caller's ``__main__`` in them.
+
+    spawn/forkserver children normally re-import the parent's main script (to find functions
+    defined there); our workers only run functions of this module, and re-running the caller's
+    script would be slow (a test runner, a notebook) or wrong (an unguarded script, stdin)."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
 def run_job(cfg: JobConfig, detect_fn: Optional[Callable] = None, log=sys.stderr) -> JobResult:
     """Run (or resume) a folder job; see the module docstring.
 
@@ -478,7 +496,9 @@ def run_job(cfg: JobConfig, detect_fn: Optional[Callable] = None, log=sys.stderr
                                   initializer=_worker_init, initargs=(os.getpid(),))
     lock_fd = -1
     try:
-        for f in [pool.submit(_ping) for _ in range(cfg.workers)]:
+        with _main_module_hidden():  # all workers are started by these submits
+            pings = [pool.submit(_ping) for _ in range(cfg.workers)]
+        for f in pings:
             f.result()
         lock_fd = _lock(out_dir)
         _check_settings(out_dir, cfg.detection_settings())
