@@ -15,7 +15,8 @@ KeptComponents::KeptComponents(const BitImage& in, int64_t area_threshold)
     : in_(in), threshold_(area_threshold) {
   if (in.h == 0 || in.w == 0) return;
   label_runs<true>(
-      in, forest_, [&](int64_t, int64_t x0, int64_t x1) { area_.push_back(x1 - x0); },
+      in, forest_, [&](int64_t n) { area_.resize(static_cast<size_t>(n)); },
+      [&](int32_t id, int64_t, int64_t x0, int64_t x1) { area_[id] = x1 - x0; },
       [&](int32_t root, int32_t gone) { area_[root] += area_[gone]; });
   for (size_t i = 0; i < forest_.parent.size(); ++i)
     if (forest_.parent[i] == static_cast<int32_t>(i) && area_[i] > threshold_) ++kept_;

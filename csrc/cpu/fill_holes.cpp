@@ -22,9 +22,9 @@ void fill_holes_bits(const BitImage& in, BitImage& out) {
   RunForest f;
   std::vector<uint8_t> border;  // per run; meaningful at roots after pass 1
   label_runs<false>(
-      in, f,
-      [&](int64_t y, int64_t x0, int64_t x1) {
-        border.push_back(static_cast<uint8_t>(y == 0 || y == h - 1 || x0 == 0 || x1 == w));
+      in, f, [&](int64_t n) { border.resize(static_cast<size_t>(n)); },
+      [&](int32_t id, int64_t y, int64_t x0, int64_t x1) {
+        border[id] = static_cast<uint8_t>(y == 0 || y == h - 1 || x0 == 0 || x1 == w);
       },
       [&](int32_t root, int32_t gone) { border[root] |= border[gone]; });
   f.flatten();
