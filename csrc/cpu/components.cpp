@@ -1,6 +1,6 @@
-// Component filtering: one sequential union-find pass over the foreground runs (areas are
-// accumulated at the roots as runs are linked, so no per-region pass is ever needed), then a
-// parallel pass that re-extracts each row's runs and sets the bits of runs whose root is kept.
+// Component filtering: one union-find pass over the foreground runs (run_labels_cpu.h; areas
+// are accumulated at the roots as runs are linked, so no per-region pass is ever needed), then
+// a parallel pass that re-extracts each row's runs and sets the bits of runs whose root is kept.
 #include "desra/components_cpu.h"
 
 #include <algorithm>

@@ -175,7 +175,7 @@ struct StripScratch {
 };
 thread_local StripScratch t_strip;
 
-// The fused pipeline on one image, in three parallel regions and two sequential labellings:
+// The fused pipeline on one image, in three parallel regions and two labellings:
 //  1. strips of rows (plus a halo of kErodeRadius + kDilateRadius = 8 rows each side, which the
 //     strip's erosion and dilation need): bytes -> bits, erode, dilate, all in cache, then the
 //     strip's own rows go to the dilated image D; the halo rows of a strip are computed from

@@ -18,7 +18,7 @@ int64_t filter_components_bits(const BitImage& in, int64_t area_threshold, BitIm
 
 // The same in two steps, so that a caller can consume kept rows directly (the fused
 // post-processing unpacks them into its output without a kept-mask image): the constructor
-// labels `in` (sequential); row() may then be called from any thread. `in` must outlive it.
+// labels `in`; row() may then be called from any thread. `in` must outlive it.
 class KeptComponents {
  public:
   KeptComponents(const BitImage& in, int64_t area_threshold);
