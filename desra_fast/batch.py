@@ -3,7 +3,7 @@
 What it does, for every GAN-SR / MSE-SR pair found at the same relative path (extension ignored)
 under two folders (flat, or nested class folders such as ImageNet val):
 
-1. worker processes decode the pair (and its label map with ``--seg``) ahead of time;
+1. reader threads decode the pair (and its label map with ``--seg``) ahead of time;
 2. the main process runs :func:`desra_fast.detect` (same-size images batched together);
 3. writer threads write the full-size mask ``OUT_DIR/<relative path>.png`` (0/255) and, with
    ``overlay=True``, a picture ``OUT_DIR/overlays/<relative path>.jpg``;
@@ -35,18 +35,13 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
-import contextlib
 import errno
 import json
 import math
-import multiprocessing as mp
 import os
-import signal
 import sys
-import threading
 import time
-import types
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -59,7 +54,7 @@ OVERLAY_DIR = "overlays"
 LOCK_FILE = ".desra-fast.lock"
 JOB_FILE = ".desra-fast-job.json"
 
-#: Group pairs into worker tasks of up to this many input bytes (amortises inter-process
+#: Group pairs into decode tasks of up to this many input bytes (amortises per-task
 #: overhead for small images while keeping a task of big images to one pair).
 TASK_BYTES = 2 << 20
 TASK_MAX_PAIRS = 16
@@ -217,7 +212,7 @@ def _lock(out_dir: Path) -> int:
     import fcntl
 
     fd = os.open(out_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + 5.0  # workers of a just-killed job may take a moment to exit
+    deadline = time.monotonic() + 5.0  # a job that is just exiting may hold it a moment longer
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -266,48 +261,7 @@ def _scan_outputs(out_dir: Path) -> Tuple[set, int]:
 
 
 # ---------------------------------------------------------------------------------------------
-# worker side (top-level functions: they are pickled by reference)
-
-def _worker_init(job_pid: int) -> None:
-    """Per-worker setup: exit when the job process dies, ignore Ctrl-C (the job handles it),
-    one OpenCV thread, no OpenCV log lines (decoding errors go to the manifest)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Workers are children of the forkserver, not of the job process, so neither EOF on the task
-    # pipe nor PR_SET_PDEATHSIG tells them that a SIGKILLed job is gone; without this watcher they
-    # would go on writing masks beside the next run. A pidfd becomes readable when the job exits.
-    threading.Thread(target=_exit_with, args=(job_pid,), daemon=True).start()
-    import cv2
-
-    cv2.setNumThreads(1)
-    try:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    except AttributeError:  # pragma: no cover
-        pass
-
-
-def _exit_with(pid: int) -> None:
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        os._exit(1)
-    except (AttributeError, OSError):  # no pidfd (old kernel, not Linux): poll
-        while True:
-            time.sleep(0.1)
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                os._exit(1)
-            except PermissionError:  # pragma: no cover
-                pass
-    import select
-
-    select.select([fd], [], [])
-    os._exit(1)
-
-
-def _ping() -> int:
-    return os.getpid()
-
+# decode / write tasks (run in the job's reader and writer threads)
 
 def _read_task(items: Sequence[Tuple[str, str, str, Optional[str]]]) -> List[dict]:
     """Decode pairs: [(key, gan_path, mse_path, seg_path)] -> [{key, gan, mse, seg, seconds} or {key, error}]."""
@@ -446,40 +400,23 @@ def make_detector(backend: str) -> Callable:
     return detect_torch
 
 
-def _mp_context():
-    """Workers are not plain-forked from this process: it may hold OpenCV / OpenMP / native
-    thread pools whose state a forked child inherits half-locked (a fork here can hang the
-    child's first cv2 call). forkserver forks them from a clean single-threaded server that
-    has imported only this module (and its imports); spawn where forkserver does not exist."""
-    methods = mp.get_all_start_methods()
-    if "forkserver" in methods:
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__])
-        return ctx
-    return mp.get_context("spawn")
-
-
-def _start_workers(pool: cf.ProcessPoolExecutor, n: int) -> None:
-    """Start all n workers now (each submit below starts one) and wait until they run."""
-    with _main_module_hidden():
-        pings = [pool.submit(_ping) for _ in range(n)]
-    cf.wait(pings)
-
-
-@contextlib.contextmanager
-def _main_module_hidden():
-    """Start workers without re-running the caller's ``__main__`` in them.
-
-    spawn/forkserver children normally re-import the parent's main script (to find functions
-    defined there); our workers only run functions of this module, and re-running the caller's
-    script would be slow (a test runner, a notebook) or wrong (an unguarded script, stdin)."""
-    main = sys.modules.get("__main__")
-    sys.modules["__main__"] = types.ModuleType("__main__")
+def _silence_opencv():
+    """Decoding errors are reported in the manifest; OpenCV's own log lines would be noise."""
     try:
-        yield
-    finally:
-        if main is not None:
-            sys.modules["__main__"] = main
+        import cv2
+
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        return level
+    except AttributeError:  # pragma: no cover
+        return None
+
+
+def _restore_opencv(level) -> None:
+    if level is not None:
+        import cv2
+
+        cv2.utils.logging.setLogLevel(level)
 
 
 def run_job(cfg: JobConfig, detect_fn: Optional[Callable] = None, log=sys.stderr) -> JobResult:
@@ -499,27 +436,19 @@ def run_job(cfg: JobConfig, detect_fn: Optional[Callable] = None, log=sys.stderr
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    pool = cf.ProcessPoolExecutor(max_workers=cfg.workers, mp_context=_mp_context(),
-                                  initializer=_worker_init, initargs=(os.getpid(),))
-    lock_fd = -1
-    # Worker start-up (~0.3 s: a fresh interpreter importing this package) overlaps planning.
-    starter = threading.Thread(target=_start_workers, args=(pool, cfg.workers), daemon=True)
-    starter.start()
+    lock_fd = _lock(out_dir)
+    log_level = _silence_opencv()
     try:
-        lock_fd = _lock(out_dir)
         _check_settings(out_dir, cfg.detection_settings())
-        result = _run_locked(cfg, out_dir, pool, detect_fn, log, starter)
+        result = _run_locked(cfg, out_dir, detect_fn, log)
     finally:
-        starter.join()
-        pool.shutdown(wait=True, cancel_futures=True)
-        if lock_fd >= 0:
-            os.close(lock_fd)
+        _restore_opencv(log_level)
+        os.close(lock_fd)
     result.seconds = time.perf_counter() - t_start
     return result
 
 
-def _run_locked(cfg: JobConfig, out_dir: Path, pool: cf.ProcessPoolExecutor,
-                detect_fn: Optional[Callable], log, starter: threading.Thread) -> JobResult:
+def _run_locked(cfg: JobConfig, out_dir: Path, detect_fn: Optional[Callable], log) -> JobResult:
     res = JobResult()
     present, res.stale_tmp_removed = _scan_outputs(out_dir)
     previous = read_manifest(out_dir / MANIFEST)
@@ -548,16 +477,14 @@ def _run_locked(cfg: JobConfig, out_dir: Path, pool: cf.ProcessPoolExecutor,
             print(f"desra-fast: removed {res.stale_tmp_removed} unfinished temporary file(s) of an "
                   f"interrupted run", file=log)
         if todo:
-            detect_fn = detect_fn or make_detector(cfg.backend)
-            starter.join()
-            _pipeline(cfg, out_dir, todo, pool, detect_fn, manifest, res, log)
+            _pipeline(cfg, out_dir, todo, detect_fn or make_detector(cfg.backend), manifest, res, log)
     finally:
         manifest.close()
     return res
 
 
-def _pipeline(cfg: JobConfig, out_dir: Path, todo: List[Pair], pool: cf.ProcessPoolExecutor,
-              detect_fn: Callable, manifest: _Manifest, res: JobResult, log) -> None:
+def _pipeline(cfg: JobConfig, out_dir: Path, todo: List[Pair], detect_fn: Callable,
+              manifest: _Manifest, res: JobResult, log) -> None:
     from tqdm import tqdm
 
     by_key = {p.key: p for p in todo}
@@ -595,11 +522,14 @@ def _pipeline(cfg: JobConfig, out_dir: Path, todo: List[Pair], pool: cf.ProcessP
     def submit_read() -> None:
         chunk = next(chunks, None)
         if chunk is not None:
-            reads.append(pool.submit(_read_task, chunk))
+            reads.append(reader.submit(_read_task, chunk))
 
-    # Writing runs in threads of this process: PNG/JPEG encoding (OpenCV) and file I/O release
-    # the GIL, and the masks need not be pickled to another process (measured 5-15 % faster
-    # than writing in the decode processes on 2 cores).
+    # Decoding and writing run in threads of this process: OpenCV's decoders/encoders, numpy's
+    # file reads and os.write/fsync release the GIL, so they run in parallel with each other and
+    # with detect (whose C++ kernels release it too), and no image is pickled to or from another
+    # process. (A process pool measured slower on 2 cores: pickling, start-up, worker processes
+    # outliving a SIGKILLed job.)
+    reader = cf.ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="desra-read")
     writer = cf.ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="desra-write")
     for _ in range(depth):
         submit_read()
@@ -626,6 +556,7 @@ def _pipeline(cfg: JobConfig, out_dir: Path, todo: List[Pair], pool: cf.ProcessP
     finally:
         # Interrupted (Ctrl-C, error): let running writes finish and log them, so that a
         # restart does not need to recover their lines; queued ones are dropped.
+        reader.shutdown(wait=True, cancel_futures=True)
         writer.shutdown(wait=True, cancel_futures=True)
         for f in writes:
             if f.done() and not f.cancelled() and f.exception() is None:

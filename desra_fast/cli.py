@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--window", choices=("gaussian", "box"), default="gaussian",
                    help="11x11 window of the local statistics (default gaussian, as the released scripts)")
     d.add_argument("--workers", type=_positive_int, default=2,
-                   help="processes decoding (and threads writing) images while detection runs (default 2)")
+                   help="threads decoding, and threads writing, images while detection runs (default 2)")
     d.add_argument("--overlay", action="store_true",
                    help="also write OUT_DIR/overlays/<path>.jpg: GAN-SR with regions tinted and "
                         "outlined, beside MSE-SR")
