@@ -72,7 +72,7 @@ def test_sigkill_and_restart_gives_the_uninterrupted_masks(dataset, reference, t
             counts.append(len(_masks(out)))
             if counts[-1] < len(ref):
                 kills_partway += 1
-            # The job's worker processes die with it: nothing is written after the kill.
+            # Nothing of the job outlives it: no file changes after the kill.
             snapshot = sorted(p.name for p in out.rglob("*"))
             time.sleep(0.5)
             assert sorted(p.name for p in out.rglob("*")) == snapshot, "files changed after SIGKILL"
