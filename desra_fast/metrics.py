@@ -267,11 +267,18 @@ class _ChangeAccumulator:
                             images_with_addition=self.added)
 
 
+def _overlay_dirs(d: str) -> List[str]:
+    """The overlay pictures of a desra-fast output folder (recognised by its manifest) are not masks."""
+    from .batch import MANIFEST, OVERLAY_DIR
+
+    return [os.path.join(d, OVERLAY_DIR)] if os.path.isfile(os.path.join(d, MANIFEST)) else []
+
+
 def _pair_folders(a_dir: str, b_dir: str) -> Tuple[List[Tuple[str, str, str]], List[str], List[str], Dict[str, str]]:
     """Pair mask files of two folders by relative path without extension.
 
     Returns ([(key, a_rel, b_rel)], keys only in a, keys only in b, {key: ambiguity error})."""
-    a, b = list_images(a_dir), list_images(b_dir)
+    a, b = list_images(a_dir, _overlay_dirs(a_dir)), list_images(b_dir, _overlay_dirs(b_dir))
     pairs, errors = [], {}
     for key in sorted(a.keys() & b.keys()):
         if len(a[key]) > 1 or len(b[key]) > 1:

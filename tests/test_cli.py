@@ -92,6 +92,11 @@ def test_readme_demo_on_bundled_samples(tmp_path):
                            "samples/mse", "--out", str(out), "--overlay"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "0 written, 2 already done" in proc.stderr
+    # eval reads the masks of an output folder, not its overlay pictures
+    proc = subprocess.run([sys.executable, "-m", "desra_fast", "eval", "--pred", str(out), "--gt", str(out),
+                           "--json"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"iou": None, "precision": 1.0, "recall": 1.0, "images": 2}
 
 
 def test_seg_folder(tmp_path):
