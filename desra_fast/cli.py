@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--pred", metavar="PRED_DIR", help="predicted masks (full size or (H-10)x(W-10))")
     e.add_argument("--gt", metavar="GT_DIR", help="human-labelled masks (full size, 255 = artifact)")
     e.add_argument("--p", type=_ratio, default=0.5, help="overlap ratio for precision/recall (default 0.5)")
-    e.add_argument("--before", metavar="PRED_DIR", help="detections on the original GAN-SR model's outputs")
+    e.add_argument("--before", metavar="PRED_DIR", help="detections on the original GAN-SR model's outputs "
+                   "(the reference regions of --after; or give --gt for human-labelled ones)")
     e.add_argument("--after", metavar="PRED_DIR", help="detections on the fine-tuned model's outputs")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
@@ -144,10 +145,14 @@ def _eval(args, parser: argparse.ArgumentParser) -> int:
     from . import metrics
 
     change = args.before is not None or args.after is not None
-    scores_mode = args.pred is not None or args.gt is not None
-    if change == scores_mode:
+    if change == (args.pred is not None) or (not change and args.gt is None and args.pred is None):
         parser.error("eval needs either --pred PRED_DIR --gt GT_DIR or --before PRED_DIR --after PRED_DIR")
-    needed = [("--before", args.before), ("--after", args.after)] if change else [("--pred", args.pred), ("--gt", args.gt)]
+    if change and args.before is not None and args.gt is not None:
+        parser.error("eval: give --before or --gt as the reference of --after, not both")
+    # Removal/addition rate: the reference regions are the human-labelled GT when --gt is given
+    # (SPEC.md §4: B = GT, cropped to the valid region), else the detections before fine-tuning.
+    ref_flag, reference = ("--gt", args.gt) if args.gt is not None else ("--before", args.before)
+    needed = [(ref_flag, reference), ("--after", args.after)] if change else [("--pred", args.pred), ("--gt", args.gt)]
     for name, d in needed:
         if d is None:
             parser.error(f"eval: {name} is missing")
@@ -155,8 +160,8 @@ def _eval(args, parser: argparse.ArgumentParser) -> int:
         if not os.path.isdir(d):
             parser.error(f"eval: {name} {d}: not a directory")
     if change:
-        s = metrics.evaluate_change_folders(args.before, args.after)
-        unmatched = [("--before", s.unmatched_before), ("--after", s.unmatched_after)]
+        s = metrics.evaluate_change_folders(reference, args.after, reference_is_gt=args.gt is not None)
+        unmatched = [(ref_flag, s.unmatched_before), ("--after", s.unmatched_after)]
         head = s.summary()
         text = (f"removal rate {_fmt(s.removal_rate)} ({s.removed_regions} of {s.regions_before} regions)  "
                 f"addition rate {_fmt(s.addition_rate)} ({s.images_with_addition} of {s.images} images)")

@@ -310,13 +310,24 @@ def evaluate_folders(pred_dir: os.PathLike, gt_dir: os.PathLike, p: float = 0.5)
     return out
 
 
-def evaluate_change_folders(before_dir: os.PathLike, after_dir: os.PathLike) -> ChangeScores:
-    """Removal and addition rate between the masks of two folders (paired by relative path)."""
+def evaluate_change_folders(before_dir: os.PathLike, after_dir: os.PathLike, *,
+                            reference_is_gt: bool = False) -> ChangeScores:
+    """Removal and addition rate between the masks of two folders (paired by relative path).
+
+    ``before_dir`` holds the reference regions B: the detections before fine-tuning, or with
+    ``reference_is_gt`` human-labelled GT masks (cropped by 5 px to the valid region, as for IoU);
+    ``after_dir`` the detections A after fine-tuning."""
     pairs, only_b, only_a, errors = _pair_folders(os.fspath(before_dir), os.fspath(after_dir))
     acc = _ChangeAccumulator()
     for key, b_rel, a_rel in pairs:
         try:
-            acc.add(key, read_mask(os.path.join(before_dir, b_rel)), read_mask(os.path.join(after_dir, a_rel)))
+            before = read_mask(os.path.join(before_dir, b_rel))
+            after = read_mask(os.path.join(after_dir, a_rel))
+            if reference_is_gt:
+                before = crop_gt(before)
+                _check_mask("after", after)
+                after = align_pred(after, before.shape)
+            acc.add(key, before, after)
         except ValueError as exc:
             errors[key] = str(exc)
     out = acc.result()
