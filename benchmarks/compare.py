@@ -162,6 +162,38 @@ def machine(fast_threads: int | None) -> dict[str, str]:
     }
 
 
+class OtherLoad:
+    """CPU time used by OTHER processes while the benchmark runs (from /proc/stat minus our own
+    process and its children): tells whether the machine was really quiet. The load average
+    cannot, since it also counts this benchmark (and decays over minutes)."""
+
+    def __init__(self) -> None:
+        self.t0, self.busy0, self.own0 = time.monotonic(), self._busy(), self._own()
+
+    @staticmethod
+    def _busy() -> float | None:
+        try:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        # user nice system idle iowait irq softirq steal: busy = all but idle and iowait
+        return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _own() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def result(self) -> tuple[float, float] | None:
+        """(others' CPU seconds, wall seconds), or None without /proc/stat."""
+        busy = self._busy()
+        if busy is None or self.busy0 is None:
+            return None
+        others = max(0.0, (busy - self.busy0) - (self._own() - self.own0))
+        return others, time.monotonic() - self.t0
+
+
 # ----------------------------------------------------------------------------------- memory
 def measure_memory(impl: str, mpx: float, seg: bool) -> dict | None:
     cmd = [sys.executable, "-m", "benchmarks.memory", "--impl", impl, "--mpx", repr(mpx)]
@@ -282,8 +314,8 @@ def _n(times: dict, k: str) -> str:
     return str(len(times.get(k, [])))
 
 
-def render(results: list[dict], mach: dict, command: str, load: tuple, repeats: int, budget: float,
-           fast_note: str) -> str:
+def render(results: list[dict], mach: dict, command: str, load: tuple, other: tuple | None, repeats: int,
+           budget: float, fast_note: str) -> str:
     L: list[str] = []
     a = L.append
     a("# desra_fast benchmark results")
@@ -329,9 +361,14 @@ def render(results: list[dict], mach: dict, command: str, load: tuple, repeats: 
     for k, v in mach.items():
         a(f"| {k} | {v} |")
     a(f"| load average (1 min) before / after | {load[0]:.2f} / {load[1]:.2f} |")
+    busy_share = None
+    if other is not None:
+        busy_share = other[0] / (other[1] * (os.cpu_count() or 1))
+        a(f"| CPU used by other processes during the run | {other[0]:.1f} s over {other[1]:.0f} s wall "
+          f"({100 * busy_share:.1f}% of the cores) |")
     a("")
-    if load[0] > 0.5 or load[1] > 1.0:
-        a("**Note:** the machine was not idle during this run (load average above); numbers are noisy.")
+    if (busy_share is not None and busy_share > 0.05) or (busy_share is None and load[0] > 0.5):
+        a("**Note:** other processes used the CPU during this run (see above); numbers are noisy.")
         a("")
     if fast_note:
         a(f"**Note:** {fast_note}")
@@ -500,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
 
     load0 = os.getloadavg()[0]
     print(f"load average before: {load0:.2f}", flush=True)
+    other_load = OtherLoad()
     warm = inputs.make_pair(0.25, seed=1)                   # warm-up: imports, thread pools, caches
     authors.detect(warm.gan, warm.mse, warm.seg, weights)
     composition.detect(warm.gan, warm.mse, warm.seg, weights)
@@ -510,7 +548,10 @@ def main(argv: list[str] | None = None) -> int:
     results = [run_size(s, args.repeats, args.authors_budget, weights, fast_mod, not args.no_memory)
                for s in sizes]
     load1 = os.getloadavg()[0]
-    text = render(results, machine(fast_threads), command, (load0, load1), args.repeats,
+    other = other_load.result()
+    if other is not None:
+        print(f"CPU used by other processes: {other[0]:.1f} s over {other[1]:.0f} s", flush=True)
+    text = render(results, machine(fast_threads), command, (load0, load1), other, args.repeats,
                   args.authors_budget, fast_note)
     print("\n" + text)
     if args.out != "-":
