@@ -71,7 +71,9 @@ def load_weights(weights: WeightsLike = None) -> np.ndarray:
         raise ValueError(f"weights must have shape (150,) (one per ADE20K label), got {arr.shape}")
     if not np.all(np.isfinite(arr)) or np.any(arr < 0):
         raise ValueError("weights must be finite and non-negative")
-    return arr
+    # A fresh contiguous copy: views of structured arrays (np.genfromtxt(...)['weight']) are
+    # strided and unaligned, and the caller may change their array after the call.
+    return np.array(arr, dtype=np.float64, order="C")
 
 
 def _check_weight(value, name: str) -> float:

@@ -711,15 +711,18 @@ py::array_t<uint8_t> premask_py(const py::array& gan, const py::array& mse, cons
   double weights[kNumClasses];
   std::fill(weights, weights + kNumClasses, 1.0);
   if (!weights_obj.is_none()) {
-    py::array_t<double, py::array::forcecast> w;
+    // c_style: a contiguous, aligned copy whenever the caller's array is not one (a strided or
+    // unaligned view, e.g. a field of a structured array, was read wrongly through at()).
+    using WeightsArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
+    WeightsArray w;
     try {
-      w = py::array_t<double, py::array::forcecast>::ensure(weights_obj);
+      w = WeightsArray::ensure(weights_obj);
     } catch (...) {
-      w = py::array_t<double, py::array::forcecast>();
+      w = WeightsArray();
     }
     if (!w || w.ndim() != 1 || w.shape(0) != kNumClasses)
       throw py::value_error("premask: weights must be a float64 array of shape (150,)");
-    for (int i = 0; i < kNumClasses; ++i) weights[i] = w.at(i);
+    std::copy(w.data(), w.data() + kNumClasses, weights);
   } else if (labels.data) {
     throw py::value_error("premask: weights are required when labels are given");
   }
