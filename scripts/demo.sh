@@ -5,4 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-exec desra-fast detect --gan samples/gan --mse samples/mse --out demo_out --overlay "$@"
+PY=${PYTHON:-python3}
+exec $PY -m desra_fast detect --gan samples/gan --mse samples/mse --out demo_out --overlay "$@"
