@@ -56,7 +56,7 @@ setup(
     package_data={"desra_fast": ["data/*.tsv"]},
     ext_modules=[CMakeExtension("desra_fast._C", ROOT)],
     cmdclass={"build_ext": CMakeBuild},
-    install_requires=["numpy>=1.23", "opencv-python-headless>=4.8", "tqdm>=4.60"],
+    install_requires=["numpy>=1.23", "opencv-python-headless>=4.8", "tqdm>=4.60", "pillow>=9"],
     extras_require={
         "torch": ["torch>=2.1"],
         "triton": ["torch>=2.1", "triton>=3.0"],

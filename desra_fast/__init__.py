@@ -18,10 +18,12 @@ __version__ = "0.1.0"
 
 
 def set_num_threads(n: int) -> None:
-    """Threads used by the CPU kernels (default: all cores, or ``DESRA_NUM_THREADS``)."""
+    """Threads used by the CPU kernels, 1..256 (default: all cores, or ``DESRA_NUM_THREADS``)."""
     from ._native import C
 
-    C.set_num_threads(int(n))
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 256:
+        raise ValueError(f"set_num_threads: n must be an integer in 1..256, got {n!r}")
+    C.set_num_threads(n)
 
 
 def get_num_threads() -> int:

@@ -319,21 +319,23 @@ def window_code(window: str) -> int:
 
 
 def check_threshold(threshold) -> float:
-    try:
-        t = float(threshold)
-    except (TypeError, ValueError):
-        raise TypeError(f"threshold must be a number, got {type(threshold).__name__}") from None
+    if isinstance(threshold, (bool, np.bool_, str, bytes)) or not isinstance(
+            threshold, (int, float, np.integer, np.floating)):
+        raise TypeError(f"threshold must be a real number, got {type(threshold).__name__}")
+    t = float(threshold)
     if not np.isfinite(t):
         raise ValueError(f"threshold must be finite, got {t}")
     return t
 
 
-def check_area_threshold(area_threshold) -> int:
-    if isinstance(area_threshold, bool) or not isinstance(area_threshold, (int, np.integer)):
+def check_area_threshold(area_threshold, pixels: int) -> int:
+    """Validate ``area_threshold``; values >= ``pixels`` (the mask's h*w, which no component can
+    exceed) are clamped to it, so arbitrarily large integers mean "keep nothing" on every backend."""
+    if isinstance(area_threshold, (bool, np.bool_)) or not isinstance(area_threshold, (int, np.integer)):
         raise TypeError(f"area_threshold must be an integer number of pixels, got {area_threshold!r}")
     if area_threshold < 0:
         raise ValueError(f"area_threshold must be >= 0, got {area_threshold}")
-    return int(area_threshold)
+    return int(min(int(area_threshold), int(pixels)))
 
 
 def prepare_mask(mask, name: str = "mask") -> tuple[np.ndarray, bool, Optional[Any]]:

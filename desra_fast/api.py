@@ -70,7 +70,8 @@ def detect(
     Steps (SPEC.md): D map -> semantic weights ``D' = clip(D * W[seg], 0, 1)`` -> ``D' < threshold``
     -> erode 5x5 -> dilate 5x5 three times -> fill holes -> keep 8-connected regions with area
     ``> area_threshold``. Pixels whose D' lies within float32 rounding of the threshold are decided
-    in float64, so the mask equals the float64 reference exactly.
+    in float64, so the mask equals the float64 reference exactly (up to ties: a threshold equal
+    to a pixel's float64 D within ~1e-9, the reproducibility of float64 filtering itself).
 
     Args:
         gan, mse: GAN-SR and MSE-SR images, as in :func:`d_map`.
@@ -92,11 +93,11 @@ def detect(
     pair = prepare_pair(gan, mse)
     win = window_code(window)
     thr = check_threshold(threshold)
-    area = check_area_threshold(area_threshold)
+    n, (H, W) = pair.n, pair.hw
+    area = check_area_threshold(area_threshold, (H - 2 * HALO) * (W - 2 * HALO))
     w = load_weights(weights)
     b = backends.resolve(backend, pair)
     labels = prepare_seg(seg, pair if b != "cpu" else _host_view(pair))
-    n, (H, W) = pair.n, pair.hw
     if b == "cpu":
         g, m, scale = pair.numpy_nhwc()
         pre = _native.C.premask(g, m, labels, w, thr, win, scale)

@@ -433,6 +433,11 @@ def run_job(cfg: JobConfig, detect_fn: Optional[Callable] = None, log=sys.stderr
             raise JobError(f"{name} {d}: not a directory")
     if cfg.workers < 1:
         raise JobError(f"--workers must be >= 1, got {cfg.workers}")
+    for name, d in (("--gan", cfg.gan_dir), ("--mse", cfg.mse_dir), ("--seg", cfg.seg_dir)):
+        # Masks written into an input folder would be read back as inputs (and PNG inputs taken
+        # for finished masks): the output must be a folder of its own (a sub-folder is fine).
+        if d is not None and os.path.realpath(cfg.out_dir) == os.path.realpath(d):
+            raise JobError(f"--out {cfg.out_dir} is the {name} folder; give the masks a folder of their own")
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 

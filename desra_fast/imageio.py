@@ -58,6 +58,10 @@ def read_labels(path: PathLike) -> np.ndarray:
     rendering); raises ValueError otherwise.
     """
     img = _decode(path, cv2.IMREAD_UNCHANGED)
+    if img.ndim == 3 and _is_palette_png(path):
+        # A palette ('P' mode) PNG, the usual way segmentation outputs are saved: OpenCV expands
+        # the palette to colours; the label values are the palette indices, which PIL returns.
+        img = _palette_indices(path)
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
     if img.ndim != 2 or img.dtype != np.uint8:
@@ -66,6 +70,27 @@ def read_labels(path: PathLike) -> np.ndarray:
             f"got shape {img.shape} dtype {img.dtype}"
         )
     return np.ascontiguousarray(img)
+
+
+def _is_palette_png(path: PathLike) -> bool:
+    """PNG colour type 3 (indexed): byte 25 of the file, in the IHDR chunk."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)
+    except OSError:
+        return False
+    return len(head) == 26 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[25] == 3
+
+
+def _palette_indices(path: PathLike) -> np.ndarray:
+    try:
+        from PIL import Image
+    except ImportError as exc:  # pragma: no cover - pillow is a test/dev dependency
+        raise ValueError(f"{path}: palette PNG label maps need pillow (pip install pillow)") from exc
+    with Image.open(path) as im:
+        if im.mode != "P":
+            raise ValueError(f"{path}: expected a palette PNG, PIL reads mode {im.mode}")
+        return np.asarray(im, dtype=np.uint8)
 
 
 def read_mask(path: PathLike) -> np.ndarray:

@@ -51,16 +51,19 @@ def threshold(d: Any, seg: Optional[Any] = None, *, threshold: float = 0.7,
     to a float32 D this function can differ from it on those few pixels.
     """
     thr = check_threshold(threshold)
+    w = load_weights(weights)  # validated even without seg: a bad argument is an error either way
     device = None
     if is_tensor(d):
         device = d.device
-        d = d.detach().cpu().numpy()
+        d = d.detach().cpu()
+        d = (d.float() if d.is_floating_point() and d.element_size() < 4 else d).numpy()  # bf16/f16
     d = np.asarray(d)
     if d.dtype.kind != "f" or d.ndim not in (2, 3):
         raise ValueError(f"d must be a float (h, w) or (N, h, w) D map, got {d.dtype} {d.shape}")
     dd = d.astype(np.float64)
+    if not np.all(np.isfinite(dd)):
+        raise ValueError("d contains NaN or infinite values")
     if seg is not None:
-        w = load_weights(weights)
         s = seg.detach().cpu().numpy() if is_tensor(seg) else np.asarray(seg)
         if s.dtype.kind not in "ui":
             raise TypeError(f"seg must hold integer labels, got dtype {s.dtype}")
@@ -105,7 +108,7 @@ def fill_holes(mask: Any) -> Any:
 def filter_components(mask: Any, area_threshold: int = 4000) -> Any:
     """Keep the 8-connected foreground components with more than ``area_threshold`` pixels."""
     m, batched, device = prepare_mask(mask)
-    out, _ = _native.C.filter_components(m, check_area_threshold(area_threshold))
+    out, _ = _native.C.filter_components(m, check_area_threshold(area_threshold, m.shape[1] * m.shape[2]))
     return _finish(out, batched, device)
 
 
@@ -114,5 +117,5 @@ def postprocess(mask: Any, area_threshold: int = 4000) -> Any:
     the morphology half of :func:`desra_fast.detect` on a thresholded valid-region mask."""
     m, batched, device = prepare_mask(mask)
     out = np.empty_like(m)
-    _native.C.postprocess(m, check_area_threshold(area_threshold), out)
+    _native.C.postprocess(m, check_area_threshold(area_threshold, m.shape[1] * m.shape[2]), out)
     return _finish(out, batched, device)

@@ -62,11 +62,14 @@ def load_weights(weights: WeightsLike = None) -> np.ndarray:
     if isinstance(weights, (str, bytes)):
         raise TypeError("weights must be None, a 150-vector or a {class name: weight} dict, not a string")
     if hasattr(weights, "detach"):  # torch tensor
-        weights = weights.detach().cpu().double().numpy()
-    try:
-        arr = np.asarray(weights, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"weights must be numeric: {e}") from None
+        t = weights.detach().cpu()
+        if str(t.dtype) in ("torch.bfloat16", "torch.float16"):  # no numpy equivalent
+            t = t.double()
+        weights = t.numpy()
+    raw = np.asarray(weights)
+    if raw.dtype.kind not in "iuf":  # not bool, complex, strings or objects: no silent casts
+        raise TypeError(f"weights must be a real numeric vector, got dtype {raw.dtype}")
+    arr = raw.astype(np.float64)
     if arr.shape != (NUM_CLASSES,):
         raise ValueError(f"weights must have shape (150,) (one per ADE20K label), got {arr.shape}")
     if not np.all(np.isfinite(arr)) or np.any(arr < 0):
@@ -77,10 +80,9 @@ def load_weights(weights: WeightsLike = None) -> np.ndarray:
 
 
 def _check_weight(value, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"weights[{name!r}] must be a number, got {type(value).__name__}") from None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"weights[{name!r}] must be a real number, got {type(value).__name__}")
+    v = float(value)
     if not np.isfinite(v) or v < 0:
         raise ValueError(f"weights[{name!r}] must be finite and non-negative, got {v}")
     return v

@@ -11,13 +11,19 @@
 namespace desra {
 namespace {
 
+// Upper bound on the pool: more threads than this only adds start-up cost and contention, and an
+// absurd DESRA_NUM_THREADS (say 100000) would exhaust the process table instead of running.
+constexpr int kMaxThreads = 256;
+
+int clamp_threads(long n) { return static_cast<int>(std::min<long>(std::max<long>(n, 1), kMaxThreads)); }
+
 int default_threads() {
   if (const char* env = std::getenv("DESRA_NUM_THREADS")) {
-    int n = std::atoi(env);
-    if (n > 0) return n;
+    long n = std::atol(env);
+    if (n > 0) return clamp_threads(n);
   }
   unsigned hw = std::thread::hardware_concurrency();
-  return hw ? static_cast<int>(hw) : 1;
+  return clamp_threads(hw ? static_cast<long>(hw) : 1);
 }
 
 std::atomic<int> g_threads{0};
@@ -117,7 +123,7 @@ int num_threads() {
   return n;
 }
 
-void set_num_threads(int n) { g_threads.store(n > 0 ? n : default_threads()); }
+void set_num_threads(int n) { g_threads.store(n > 0 ? clamp_threads(n) : default_threads()); }
 
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
@@ -144,7 +150,7 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
 void bind_threads(pybind11::module_& m) {
   m.def("num_threads", &num_threads, "Threads the CPU kernels use.");
   m.def("set_num_threads", &set_num_threads, pybind11::arg("n"),
-        "Set the CPU kernels' thread count (<= 0: default, DESRA_NUM_THREADS or all cores).");
+        "Set the CPU kernels' thread count (<= 0: default, DESRA_NUM_THREADS or all cores; at most 256).");
 }
 
 }  // namespace desra
