@@ -47,6 +47,19 @@ struct ByteView3D {
   }
 };
 
+// The (N, h, w) byte view of array a (any strides) whose first element is at base.
+ByteView3D view_of(uint8_t* base, const py::array& a) {
+  ByteView3D v;
+  v.base = base;
+  v.n = a.shape(0);
+  v.h = a.shape(1);
+  v.w = a.shape(2);
+  v.sn = a.strides(0);
+  v.sy = a.strides(1);
+  v.sx = a.strides(2);
+  return v;
+}
+
 ByteView3D byte_view(const py::array& a, const char* name, bool writable) {
   if (a.ndim() != 3)
     throw py::value_error(std::string(name) + " must be a 3-D (N, h, w) array, got ndim=" +
@@ -56,14 +69,7 @@ ByteView3D byte_view(const py::array& a, const char* name, bool writable) {
     throw py::value_error(std::string(name) + " must have dtype uint8 or bool, got " +
                           std::string(py::str(a.dtype())));
   if (writable && !a.writeable()) throw py::value_error(std::string(name) + " must be writeable");
-  ByteView3D v;
-  v.base = static_cast<uint8_t*>(const_cast<void*>(a.data()));
-  v.n = a.shape(0);
-  v.h = a.shape(1);
-  v.w = a.shape(2);
-  v.sn = a.strides(0);
-  v.sy = a.strides(1);
-  v.sx = a.strides(2);
+  ByteView3D v = view_of(static_cast<uint8_t*>(const_cast<void*>(a.data())), a);
   if (max_runs(v.h, v.w) > INT32_MAX)
     throw py::value_error(std::string(name) + ": image of " + std::to_string(v.h) + "x" +
                           std::to_string(v.w) + " pixels is too large (run ids are int32)");
@@ -100,17 +106,7 @@ py::array_t<uint8_t> new_mask(const ByteView3D& v) {
   return py::array_t<uint8_t>({v.n, v.h, v.w});
 }
 
-ByteView3D contiguous_view(py::array_t<uint8_t>& a) {
-  ByteView3D v;
-  v.base = a.mutable_data();
-  v.n = a.shape(0);
-  v.h = a.shape(1);
-  v.w = a.shape(2);
-  v.sn = a.strides(0);
-  v.sy = a.strides(1);
-  v.sx = a.strides(2);
-  return v;
-}
+ByteView3D contiguous_view(py::array_t<uint8_t>& a) { return view_of(a.mutable_data(), a); }
 
 // Per-thread bit images reused from call to call (the pool's threads live on): fresh 0.5 MB
 // buffers for a 4 Mpx image would cost a page fault per 4 KB on every call. Released after an

@@ -386,26 +386,35 @@ DESRA_HD int32_t point_pixel(const ThreadIndex& t, const PostprocessArgs& a) {
   return p < int64_t(a.h) * a.w ? int32_t(p) : -1;
 }
 
+// Kernels 4 and 7 walk every pixel of one kind (background / foreground) to its root.
+DESRA_HD FindProgram find_begin(const ThreadIndex& t, const PostprocessArgs& a, bool foreground) {
+  FindProgram f;
+  f.z = t.block.z;
+  f.p = point_pixel(t, a);
+  if (f.p >= 0 && (a.mask[image_offset(a, f.z) + f.p] != 0) != foreground) f.p = -1;
+  f.node = f.p;
+  return f;
+}
+
+// One hop of the walk (with path halving); true once f.node is the root.
+DESRA_HD bool find_hop(FindProgram& f, int32_t* labels) {
+  const int32_t next = halving_hop(labels, f.node);
+  if (next == f.node) return true;
+  f.node = next;
+  return false;
+}
+
 // Kernel 4, hole filling (walks compress the background forest as they go): a background pixel whose root is not the virtual border root 0 lies in
 // a background component that touches no border, i.e. a hole: it becomes foreground. Written in
 // place: this kernel reads only labels, and each pixel's mask byte only by its own thread.
 DESRA_HD FindProgram fill_begin(const ThreadIndex& t, const PostprocessArgs& a) {
-  FindProgram f;
-  f.z = t.block.z;
-  f.p = point_pixel(t, a);
-  if (f.p >= 0 && a.mask[image_offset(a, f.z) + f.p] != 0) f.p = -1;
-  f.node = f.p;
-  return f;
+  return find_begin(t, a, /*foreground=*/false);
 }
 
 DESRA_HD bool fill_step(FindProgram& f, const PostprocessArgs& a) {
   if (f.p < 0) return true;
   const int64_t img = image_offset(a, f.z);
-  const int32_t next = halving_hop(a.labels + img, f.node);
-  if (next != f.node) {
-    f.node = next;
-    return false;
-  }
+  if (!find_hop(f, a.labels + img)) return false;
   if (f.node != 0) a.mask[img + f.p] = 1;
   return true;
 }
@@ -414,22 +423,13 @@ DESRA_HD bool fill_step(FindProgram& f, const PostprocessArgs& a) {
 // needs no walk; concurrent walks through this pixel read either the old parent or the root,
 // both ancestors) and adds 1 to the root's area.
 DESRA_HD FindProgram area_begin(const ThreadIndex& t, const PostprocessArgs& a) {
-  FindProgram f;
-  f.z = t.block.z;
-  f.p = point_pixel(t, a);
-  if (f.p >= 0 && a.mask[image_offset(a, f.z) + f.p] == 0) f.p = -1;
-  f.node = f.p;
-  return f;
+  return find_begin(t, a, /*foreground=*/true);
 }
 
 DESRA_HD bool area_step(FindProgram& f, const PostprocessArgs& a) {
   if (f.p < 0) return true;
   const int64_t img = image_offset(a, f.z);
-  const int32_t next = halving_hop(a.labels + img, f.node);
-  if (next != f.node) {
-    f.node = next;
-    return false;
-  }
+  if (!find_hop(f, a.labels + img)) return false;
   store_relaxed(a.labels + img + f.p, f.node);
   atomic_add(a.area + img + f.node, 1);
   return true;
