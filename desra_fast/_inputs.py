@@ -178,12 +178,7 @@ def _to_4d_tensor(x, name: str):
 def _check_values_numpy(a: np.ndarray, name: str) -> None:
     if a.dtype.kind != "f":
         return
-    lo, hi = float(np.min(a)), float(np.max(a))  # NaN propagates into both
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    if lo < FLOAT_RANGE[0] or hi > FLOAT_RANGE[1]:
-        raise ValueError(f"{name}: floating-point images must be in [0, 1], found values in "
-                         f"[{lo:g}, {hi:g}] (divide 0..255 data by 255, or clamp model outputs)")
+    _check_range(float(np.min(a)), float(np.max(a)), name)  # NaN propagates into both
 
 
 def _check_values_tensor(t, name: str) -> None:
@@ -195,6 +190,10 @@ def _check_values_tensor(t, name: str) -> None:
         # One host sync for all checks: min and max (NaN propagates through both).
         lo, hi = torch.aminmax(v.float() if v.dtype in (torch.float16, torch.bfloat16) else v)
         lo, hi = torch.stack([lo.double(), hi.double()]).tolist()
+    _check_range(lo, hi, name)
+
+
+def _check_range(lo: float, hi: float, name: str) -> None:
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise ValueError(f"{name} contains NaN or infinite values")
     if lo < FLOAT_RANGE[0] or hi > FLOAT_RANGE[1]:
@@ -211,15 +210,10 @@ def prepare_pair(gan, mse) -> Pair:
     gan, mse = _as_numpy(gan, "gan"), _as_numpy(mse, "mse")
     s_gan = _scale_for(gan, "gan")
     _scale_for(mse, "mse")
-    if gan.shape != mse.shape:
-        raise ValueError(f"gan and mse must have the same shape, got {gan.shape} and {mse.shape}")
-    if gan.dtype != mse.dtype:
-        raise TypeError(f"gan and mse must have the same dtype, got {gan.dtype} and {mse.dtype}")
+    _check_match(gan, mse)
     g4, batched = _to_4d_numpy(gan, "gan")
     m4, _ = _to_4d_numpy(mse, "mse")
-    _check_size(g4.shape[1], g4.shape[2])
-    if g4.shape[0] == 0:
-        raise ValueError("empty batch: gan and mse have N = 0 images")
+    _check_size(g4.shape[0], g4.shape[1], g4.shape[2])
     if g4.shape[3] == 4:  # drop alpha (module doc)
         g4, m4 = g4[..., :3], m4[..., :3]
     _check_values_numpy(g4, "gan")
@@ -235,16 +229,10 @@ def _prepare_torch(gan, mse) -> Pair:
         raise ValueError(f"gan and mse are on different devices: {gan.device} and {mse.device}")
     s = _scale_for(gan, "gan")
     _scale_for(mse, "mse")
-    if tuple(gan.shape) != tuple(mse.shape):
-        raise ValueError(f"gan and mse must have the same shape, got {tuple(gan.shape)} and "
-                         f"{tuple(mse.shape)}")
-    if gan.dtype != mse.dtype:
-        raise TypeError(f"gan and mse must have the same dtype, got {gan.dtype} and {mse.dtype}")
+    _check_match(gan, mse)
     g4, batched = _to_4d_tensor(gan, "gan")
     m4, _ = _to_4d_tensor(mse, "mse")
-    _check_size(g4.shape[2], g4.shape[3])
-    if g4.shape[0] == 0:
-        raise ValueError("empty batch: gan and mse have N = 0 images")
+    _check_size(g4.shape[0], g4.shape[2], g4.shape[3])
     if g4.shape[1] == 4:
         g4, m4 = g4[:, :3], m4[:, :3]
     _check_values_tensor(g4, "gan")
@@ -252,17 +240,27 @@ def _prepare_torch(gan, mse) -> Pair:
     return Pair(g4.detach(), m4.detach(), s, batched, True, "nchw")
 
 
-def _check_size(h: int, w: int) -> None:
+def _check_match(gan, mse) -> None:
+    gs, ms = tuple(gan.shape), tuple(mse.shape)
+    if gs != ms:
+        raise ValueError(f"gan and mse must have the same shape, got {gs} and {ms}")
+    if gan.dtype != mse.dtype:
+        raise TypeError(f"gan and mse must have the same dtype, got {gan.dtype} and {mse.dtype}")
+
+
+def _check_size(n: int, h: int, w: int) -> None:
+    if n == 0:
+        raise ValueError("empty batch: gan and mse have N = 0 images")
     if h < MIN_SIZE or w < MIN_SIZE:
         raise ValueError(f"images must be at least {MIN_SIZE}x{MIN_SIZE} (the D window is 11x11); "
                          f"got {h}x{w}")
 
 
-def prepare_seg(seg, pair: Pair):
+def prepare_seg(seg, pair: Pair, device=None):
     """Validate an ADE20K label map for ``pair``: (H, W) or (N, H, W) integers in 0..149.
 
-    Returns a uint8 (N, H, W) numpy array (CPU path) or tensor on the pair's device (torch path),
-    or None.
+    Returns None, a uint8 (N, H, W) numpy array (``device`` None: the CPU kernels), or a uint8
+    tensor on ``device`` (the GPU kernels).
     """
     if seg is None:
         return None
@@ -295,17 +293,14 @@ def prepare_seg(seg, pair: Pair):
             if lo < 0 or hi >= NUM_CLASSES:
                 raise ValueError(f"seg labels must be in 0..149 (ADE20K), found values in [{lo}, {hi}]")
         s = s.reshape(n, h, w)
-        if pair.is_torch and s.device != pair.device:
-            s = s.to(pair.device)
-        return s.to(torch.uint8) if pair.is_torch else s.cpu().numpy().astype(np.uint8)
+        return s.to(device=device, dtype=torch.uint8) if device is not None else s.cpu().numpy().astype(np.uint8)
     lo, hi = int(s.min()), int(s.max())
     if lo < 0 or hi >= NUM_CLASSES:
         raise ValueError(f"seg labels must be in 0..149 (ADE20K), found values in [{lo}, {hi}]")
     s = s.reshape(n, h, w)
     s = s if s.dtype == np.uint8 else s.astype(np.uint8)
-    if pair.is_torch:
-        torch = _torch()
-        return torch.from_numpy(np.ascontiguousarray(s)).to(pair.device)
+    if device is not None:
+        return _torch().from_numpy(np.ascontiguousarray(s)).to(device)
     return s
 
 

@@ -97,7 +97,7 @@ def detect(
     area = check_area_threshold(area_threshold, (H - 2 * HALO) * (W - 2 * HALO))
     w = load_weights(weights)
     b = backends.resolve(backend, pair)
-    labels = prepare_seg(seg, pair if b != "cpu" else _host_view(pair))
+    labels = prepare_seg(seg, pair, device=None if b == "cpu" else pair.device)
     if b == "cpu":
         g, m, scale = pair.numpy_nhwc()
         pre = _native.C.premask(g, m, labels, w, thr, win, scale)
@@ -128,11 +128,6 @@ def _postprocess_host(pre: np.ndarray, area: int, n: int, H: int, W: int):
     full = np.zeros((n, H, W), dtype=np.bool_)
     counts = _native.C.postprocess(pre, area, full[:, HALO:H - HALO, HALO:W - HALO])
     return full, counts
-
-
-def _host_view(pair: Pair) -> Pair:
-    """The pair as the CPU kernels see it (seg goes to the host as numpy)."""
-    return Pair(pair.gan, pair.mse, pair.scale, pair.batched, False, pair.layout) if pair.is_torch else pair
 
 
 def _to_output(out: np.ndarray, pair: Pair):
