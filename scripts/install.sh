@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 $PY -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+if grep -qv '^\s*\(#\|$\)' requirements-nodeps.txt; then
+  $PY -m pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
+fi
 # --no-build-isolation: build with the pybind11/cmake just installed (no second download).
 $PY -m pip install -q --disable-pip-version-check --no-build-isolation -e .
 $PY -c "import desra_fast; print('desra_fast', desra_fast.__version__, '| CUDA:', desra_fast.cuda_status())"
