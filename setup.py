@@ -60,6 +60,7 @@ setup(
     extras_require={
         "torch": ["torch>=2.1"],
         "triton": ["torch>=2.1", "triton>=3.0"],
+        "train": ["torch>=2.1", "h5py>=3.8", "safetensors>=0.4", "tqdm>=4.60"],
         "test": [
             "pytest>=7", "pytest-benchmark>=4", "hypothesis>=6", "scipy>=1.10",
             "scikit-image>=0.21", "pillow>=9",

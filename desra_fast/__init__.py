@@ -11,6 +11,7 @@ on CPU (C++), or on CUDA tensors (Triton + CUDA).
 """
 from ._native import cuda_available, cuda_status
 from .api import HALO, d_map, detect
+from .repair import pseudo_gt, repair
 from .stages import dilate, erode, fill_holes, filter_components, postprocess, threshold
 from .weights import class_names, load_weights
 
@@ -37,4 +38,5 @@ __all__ = [
     "detect", "d_map", "threshold", "erode", "dilate", "fill_holes", "filter_components",
     "postprocess", "load_weights", "class_names", "cuda_available", "cuda_status",
     "set_num_threads", "get_num_threads", "HALO", "__version__",
+    "pseudo_gt", "repair",
 ]

