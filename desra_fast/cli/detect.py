@@ -40,7 +40,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args, parser) -> int:
-    from ..batch import JobConfig, JobError, format_summary, run_job
+    from ..jobs.detect import JobConfig, JobError, format_summary, run_job
 
     cfg = JobConfig(gan_dir=args.gan, mse_dir=args.mse, out_dir=args.out, seg_dir=args.seg,
                     threshold=args.threshold, area_threshold=args.area_threshold, window=args.window,
