@@ -148,7 +148,7 @@ class FinetuneData:
         seed: the data seed.
         progress: show a progress bar while the images are read.
 
-    Raises DataError naming the file when an image is unreadable, the sizes do not fit
+    Raises DataError naming every file that is unreadable, the sizes do not fit
     (SR = scale x LR, mask = SR size) or an image is smaller than the LR patch.
     """
 
@@ -166,11 +166,19 @@ class FinetuneData:
         self._gt: List[np.ndarray] = []
         from tqdm import tqdm
 
+        problems = []
         for s in tqdm(self.samples, desc="reading training pairs", unit="img", disable=not progress,
                       leave=False):
-            lr, gt = self._load(s)
+            try:
+                lr, gt = self._load(s)
+            except DataError as exc:
+                problems.append(str(exc))
+                continue
             self._lr.append(lr)
             self._gt.append(gt)
+        if problems:
+            raise DataError(f"{len(problems)} of {len(self.samples)} training image(s) unusable:\n  "
+                            + "\n  ".join(problems[:20]))
 
     def __len__(self) -> int:
         return len(self.samples)
