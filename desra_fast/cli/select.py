@@ -1,0 +1,77 @@
+"""``desra-fast select``: rank the images of a ``desra-fast run`` and write train/val lists."""
+from __future__ import annotations
+
+import os
+import sys
+
+from ._args import non_negative_int, positive_int
+
+NAME = "select"
+HELP = "rank the images of a `desra-fast run` by artifacts and write train.txt / val.txt"
+DESCRIPTION = ("Rank the images of OUT/manifest.jsonl that have at least one detected region, keep the "
+               "TOP worst, and split them into LISTS/train.txt (TRAIN images spread evenly over the "
+               "ranking, so train and val see the same range of severity) and LISTS/val.txt (the rest). "
+               "Lines are LR relative paths, as `desra-fast run --only` reads them; LISTS/ranking.tsv "
+               "holds rank, score, regions, fraction and path of the kept images.")
+
+SCORES = {
+    "fraction": lambda r: float(r.get("artifact_fraction") or 0.0),
+    "area": lambda r: max(r.get("areas") or [0]),
+    "regions": lambda r: int(r.get("regions") or 0),
+}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--run", required=True, metavar="OUT", help="output folder of desra-fast run")
+    parser.add_argument("--top", type=positive_int, default=200, help="images to keep (default 200)")
+    parser.add_argument("--train", type=non_negative_int, default=50, help="of which for fine-tuning (default 50)")
+    parser.add_argument("--by", choices=sorted(SCORES), default="fraction",
+                        help="fraction: share of the image marked (default); area: pixels of the largest "
+                        "region; regions: number of regions")
+    parser.add_argument("-o", "--output", required=True, metavar="LISTS", help="folder for train.txt and val.txt")
+
+
+def rank(records, by: str):
+    """Records with at least one region, worst first (ties by path)."""
+    score = SCORES[by]
+    kept = [r for r in records if r.get("error") is None and r.get("lr") and int(r.get("regions") or 0) > 0]
+    return sorted(kept, key=lambda r: (-score(r), r["path"]))
+
+
+def split(n: int, train: int):
+    """Indices of ``train`` of ``n`` ranked images spread evenly over the ranking."""
+    train = min(train, n)
+    return sorted({min(n - 1, int((j + 0.5) * n / train)) for j in range(train)}) if train else []
+
+
+def run(args, parser) -> int:
+    from .. import imageio
+    from ..jobs import MANIFEST, read_manifest
+
+    path = os.path.join(args.run, MANIFEST)
+    if not os.path.isfile(path):
+        print(f"desra-fast select: error: {path}: no manifest (is --run the OUT folder of desra-fast run?)",
+              file=sys.stderr)
+        return 1
+    if args.train > args.top:
+        parser.error(f"--train {args.train} is more than --top {args.top}")
+    records = list(read_manifest(path).values())
+    ranked = rank(records, args.by)
+    top = ranked[:args.top]
+    train_idx = set(split(len(top), round(args.train * len(top) / args.top)))
+    train = [r["lr"] for i, r in enumerate(top) if i in train_idx]
+    val = [r["lr"] for i, r in enumerate(top) if i not in train_idx]
+    score = SCORES[args.by]
+    table = "rank\tscore\tregions\tartifact_fraction\tlr\n" + "".join(
+        f"{i + 1}\t{score(r)}\t{r.get('regions')}\t{r.get('artifact_fraction')}\t{r['lr']}\n" for i, r in enumerate(top))
+    for name, text in (("train.txt", "".join(p + "\n" for p in train)), ("val.txt", "".join(p + "\n" for p in val)),
+                       ("ranking.tsv", table)):
+        imageio.write_bytes_atomic(os.path.join(args.output, name), text.encode("utf-8"))
+    ok = sum(1 for r in records if r.get("error") is None)
+    print(f"desra-fast select: {ok} image(s) in the run, {len(ranked)} with detected regions; kept the "
+          f"{len(top)} worst by {args.by}: {len(train)} in {os.path.join(args.output, 'train.txt')}, "
+          f"{len(val)} in {os.path.join(args.output, 'val.txt')}", file=sys.stderr)
+    if len(top) < args.top:
+        print(f"desra-fast select: warning: only {len(top)} image(s) have detected regions (asked for {args.top})",
+              file=sys.stderr)
+    return 0
