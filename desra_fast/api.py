@@ -64,6 +64,7 @@ def detect(
     weights: WeightsLike = None,
     backend: str = "auto",
     return_counts: bool = False,
+    segment_source: str = "gan",
 ) -> Union[ArrayLike, tuple]:
     """Detect GAN-inference artifacts: the DeSRA mask, equal to the authors' released pipeline.
 
@@ -77,6 +78,8 @@ def detect(
         gan, mse: GAN-SR and MSE-SR images, as in :func:`d_map`.
         seg: optional ADE20K label map of the GAN-SR image (the released script segments GAN-SR),
             (H, W) or (N, H, W) integers in 0..149, numpy or torch. None: no semantic adjustment.
+            A :class:`desra_fast.models.Segmenter` (``load_segmenter(...)``): it segments the
+            image named by ``segment_source`` first.
         threshold: D' below this is suspicious (strict ``<``). Default 0.7.
         area_threshold: keep regions with more than this many pixels. Default 4000.
         window: ``"gaussian"`` (default) or ``"box"``.
@@ -84,13 +87,19 @@ def detect(
             ``{class name: weight}`` dict overriding entries of the table.
         backend: ``"auto" | "cpu" | "triton" | "cuda"``.
         return_counts: also return the number of regions kept per image.
+        segment_source: ``"gan"`` (default, the released script) or ``"mse"`` (the paper's text):
+            which image a Segmenter passed as ``seg`` labels.
 
     Returns:
         bool mask (H, W), or (N, H, W) for a batch, True = artifact; its 5-pixel frame is False.
         numpy for numpy input; a torch.bool tensor on the input's device for tensors. With
         ``return_counts``, ``(mask, counts)`` where counts is an int (or an int64 array (N,)).
     """
+    if segment_source not in ("gan", "mse"):
+        raise ValueError(f"segment_source must be 'gan' or 'mse', got {segment_source!r}")
     pair = prepare_pair(gan, mse)
+    if callable(getattr(seg, "segment", None)):  # a Segmenter: label the chosen SR image
+        seg = seg.segment(gan if segment_source == "gan" else mse)
     win = window_code(window)
     thr = check_threshold(threshold)
     n, (H, W) = pair.n, pair.hw
