@@ -80,11 +80,13 @@ def feather_mask(alpha: ArrayLike, feather: int) -> ArrayLike:
     """
     k = 2 * feather + 1
     if is_tensor(alpha):
+        import torch
         import torch.nn.functional as F
 
         dil = F.max_pool2d(alpha, k, stride=1, padding=feather)  # -inf padding: nothing grows in
         padded = F.pad(dil, (feather,) * 4, mode="replicate")
-        return F.avg_pool2d(padded, k, stride=1).clamp_(0.0, 1.0)
+        # max with the mask: the blur's float sum may round a full window to 1 - 1 ulp
+        return torch.maximum(F.avg_pool2d(padded, k, stride=1).clamp_(0.0, 1.0), alpha)
     import cv2
 
     out = np.empty_like(alpha)
@@ -92,11 +94,13 @@ def feather_mask(alpha: ArrayLike, feather: int) -> ArrayLike:
     for i in range(alpha.shape[0]):
         dil = cv2.dilate(alpha[i, :, :, 0], kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
         out[i, :, :, 0] = cv2.blur(dil, (k, k), borderType=cv2.BORDER_REPLICATE)
-    return np.clip(out, 0.0, 1.0, out=out)
+    np.clip(out, 0.0, 1.0, out=out)
+    return np.maximum(out, alpha, out=out)
 
 
 def _blend(g4, m4, alpha):
-    """gan + alpha * (mse - gan) in float32 (float64 for float64 inputs), cast back."""
+    """alpha * mse + (1 - alpha) * gan in float32 (float64 for float64 inputs), cast back; exact
+    where alpha is 0 or 1."""
     if is_tensor(g4):
         import torch
 
@@ -104,7 +108,7 @@ def _blend(g4, m4, alpha):
             return torch.where(alpha, m4, g4)
         ft = torch.float64 if g4.dtype == torch.float64 else torch.float32
         a = alpha.to(ft)
-        out = g4.to(ft) + a * (m4.to(ft) - g4.to(ft))
+        out = a * m4.to(ft) + (1.0 - a) * g4.to(ft)
         if g4.dtype.is_floating_point:
             return out.to(g4.dtype)
         hi = 255 if g4.dtype == torch.uint8 else 65535
@@ -112,7 +116,8 @@ def _blend(g4, m4, alpha):
     if alpha.dtype == np.bool_:
         return np.where(alpha, m4, g4)
     ft = np.float64 if g4.dtype == np.float64 else np.float32
-    out = g4.astype(ft) + alpha.astype(ft) * (m4.astype(ft) - g4.astype(ft))
+    a = alpha.astype(ft)
+    out = a * m4.astype(ft) + (1 - a) * g4.astype(ft)
     if g4.dtype.kind == "f":
         return out.astype(g4.dtype)
     hi = np.iinfo(g4.dtype).max
