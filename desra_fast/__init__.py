@@ -18,6 +18,17 @@ from .weights import class_names, load_weights
 __version__ = "0.1.0"
 
 
+_LAZY = {"load_sr": "models", "SRModel": "models"}   # torch-backed: imported on first use
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'desra_fast' has no attribute {name!r}")
+
+
 def set_num_threads(n: int) -> None:
     """Threads used by the CPU kernels, 1..256 (default: all cores, or ``DESRA_NUM_THREADS``)."""
     from ._native import C

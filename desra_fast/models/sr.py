@@ -1,0 +1,471 @@
+"""``load_sr`` and :class:`SRModel`: any SR checkpoint form -> tiled, exact, thread-safe upscaling.
+
+>>> from desra_fast.models import load_sr
+>>> gan = load_sr("RealESRGAN_x4plus.pth")              # {'params_ema': ...}, RRDBNet inferred
+>>> mse = load_sr("srmd_x4.param", noise_level=10)      # ncnn files, .bin beside
+>>> sr = gan.upscale(lr_rgb_uint8, tile=256)            # (4H, 4W, 3) uint8
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import math
+import os
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["SRModel", "load_sr", "RUNTIMES"]
+
+log = logging.getLogger(__name__)
+
+#: Runtimes ``load_sr`` knows.
+RUNTIMES = ("auto", "torch")
+
+#: Pre-padding the reference tools apply, by architecture: (pixels, mode).
+_PRE_PAD = {"RRDBNet": (10, "reflect"), "SRMD": (12, "replicate")}
+_DEFAULT_PRE_PAD = (10, "reflect")
+
+_PRECISIONS = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "half": torch.float16,
+               "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+
+_FLOAT_TOL = 0.05   # float images may overshoot [0, 1] by this much (outputs of other models)
+
+
+def _pad_index(n: int, before: int, after: int, mode: str, device) -> torch.Tensor:
+    """Indices of a reflect-101 / replicate padded axis, for any pad size (cv2 semantics)."""
+    i = torch.arange(-before, n + after, device=device)
+    if mode == "replicate" or n == 1:
+        return i.clamp(0, n - 1)
+    period = 2 * (n - 1)
+    i = i.remainder(period)
+    return torch.where(i >= n, period - i, i)
+
+
+def _pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int, mode: str) -> torch.Tensor:
+    if not (top or bottom or left or right):
+        return x
+    h, w = x.shape[-2:]
+    x = x.index_select(-2, _pad_index(h, top, bottom, mode, x.device))
+    return x.index_select(-1, _pad_index(w, left, right, mode, x.device))
+
+
+class SRModel:
+    """A super-resolution network plus the conventions of the tool it comes from.
+
+    Args:
+        module: torch module, float32 NCHW RGB in [0, 1] -> NCHW at ``scale`` x (unclamped).
+        info: at least ``arch`` and ``scale``; ``pre_pad`` / ``pad_mode`` / ``mod`` default by
+            architecture (RRDBNet: 10 px reflect-101; SRMD: 12 px replicate; others 10 reflect).
+        device: where the module runs.
+        runner: optional callable replacing the module in :meth:`forward` (e.g. an ONNX Runtime
+            session): float32 NCHW tensor -> float32 NCHW tensor. Tiling, pre-padding and rounding
+            stay in :meth:`upscale` whatever the runner.
+
+    Attributes:
+        scale (int), device (torch.device), module (nn.Module), info (dict), runner,
+        stats (dict): cumulative ``tiles`` run and ``fp32_recomputed`` (half-precision tiles
+        whose output held NaN/inf and were recomputed in float32).
+
+    Thread safety: :meth:`upscale` may be called from several threads on one model; the module
+    is only read, the half-precision copies are built once under a lock.
+    """
+
+    def __init__(self, module: nn.Module, info: dict, *, device: str | torch.device = "cpu",
+                 runner: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        if "scale" not in info or "arch" not in info:
+            raise ValueError("SRModel: info needs 'arch' and 'scale'")
+        self.device = _device(device)
+        self.module = module.to(self.device).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.info = dict(info)
+        self.scale = int(self.info["scale"])
+        pp, mode = _PRE_PAD.get(self.info["arch"], _DEFAULT_PRE_PAD)
+        self.info.setdefault("pre_pad", pp)
+        self.info.setdefault("pad_mode", mode)
+        if self.info["pad_mode"] not in ("reflect", "replicate"):
+            raise ValueError(f"SRModel: pad_mode must be 'reflect' or 'replicate', got {self.info['pad_mode']!r}")
+        if self.info["arch"] == "RRDBNet":
+            self.info.setdefault("mod", {4: 1, 2: 2, 1: 4}[self.scale])
+        self.info.setdefault("mod", 1)
+        self.runner = runner
+        self.stats = {"tiles": 0, "fp32_recomputed": 0}
+        self._lock = threading.Lock()
+        self._low: dict[torch.dtype, nn.Module] = {}
+
+    def __repr__(self) -> str:
+        keep = {k: v for k, v in self.info.items() if k not in ("source",)}
+        return f"SRModel({keep}, device={self.device}, runner={'torch' if self.runner is None else self.runner!r})"
+
+    # ------------------------------------------------------------------ network
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the network (or its runner) on an already pre-padded float32 (N, 3, h, w) tensor."""
+        if self.runner is not None:
+            return self.runner(x)
+        return self.module(x)
+
+    def _module_in(self, dtype: torch.dtype) -> nn.Module:
+        if dtype == torch.float32:
+            return self.module
+        with self._lock:
+            m = self._low.get(dtype)
+            if m is None:
+                m = copy.deepcopy(self.module).to(dtype)
+                self._low[dtype] = m
+            return m
+
+    @torch.no_grad()
+    def _run_tile(self, x: torch.Tensor, dtype: torch.dtype, where: str) -> tuple[torch.Tensor, int]:
+        recomputed = 0
+        try:
+            if dtype == torch.float32:
+                y = self.forward(x)
+            else:
+                y = self._module_in(dtype)(x.to(dtype)).float()
+                if not torch.isfinite(y).all():
+                    recomputed = 1
+                    y = self.forward(x)
+        except Exception as e:
+            raise RuntimeError(f"SRModel.upscale: the {where} failed: {type(e).__name__}: {e}") from e
+        want = (x.shape[0], 3, x.shape[2] * self.scale, x.shape[3] * self.scale)
+        if not isinstance(y, torch.Tensor) or tuple(y.shape) != want:
+            got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise RuntimeError(f"SRModel.upscale: the {where} gave {got}, expected {want}")
+        if not torch.isfinite(y).all():
+            raise RuntimeError(f"SRModel.upscale: the {where} gave NaN/inf values in float32")
+        return y.to(self.device, torch.float32), recomputed
+
+    # ------------------------------------------------------------------ upscale
+    @torch.no_grad()
+    def upscale(self, img, *, tile: int = 0, tile_pad: int = 10, pre_pad: int | None = None,
+                precision: str = "fp32", return_stats: bool = False):
+        """Upscale one image (numpy) or a batch (torch) with the reference tools' conventions.
+
+        Input values are scaled to [0, 1] (uint8 / 255, uint16 / 65535, floats as given), the LR is
+        pre-padded by ``pre_pad`` pixels (``info['pad_mode']``: reflect-101 or replicate), run
+        whole or in overlapping tiles, cropped, clamped to [0, 1] and, for integer inputs,
+        rounded as ``floor(v * 255 + 0.5)`` (65535 for uint16).
+
+        Args:
+            img: numpy (H, W, 3) uint8 / uint16 / float in [0, 1], RGB; or torch (N, 3, H, W)
+                (or (3, H, W)) uint8 or float in [0, 1] on any device.
+            tile: tile size in LR pixels of the pre-padded image; 0 = whole image at once.
+                Activation memory is bounded by ``(tile + 2 * tile_pad)^2``, not the image.
+            tile_pad: context pixels added around each tile and cropped from its output.
+            pre_pad: LR pre-padding; default ``info['pre_pad']`` (10 RRDBNet, 12 SRMD).
+            precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``; a half-precision tile whose output
+                holds NaN/inf is recomputed in float32 (counted in ``stats['fp32_recomputed']``).
+            return_stats: also return this call's ``{'tiles', 'fp32_recomputed'}``.
+
+        Returns:
+            numpy (sH, sW, 3) of the input's dtype (float32 for float inputs), or torch
+            (N, 3, sH, sW) on the model's device (uint8 for uint8 input, else float32).
+            With ``return_stats``, ``(output, stats)``.
+
+        Raises:
+            ValueError: bad shape, dtype, non-finite or out-of-range values, bad options.
+            RuntimeError: a tile failed (never replaced by another tile's output).
+        """
+        tile, tile_pad = _nonneg_int(tile, "tile"), _nonneg_int(tile_pad, "tile_pad")
+        pre_pad = self.info["pre_pad"] if pre_pad is None else _nonneg_int(pre_pad, "pre_pad")
+        if precision not in _PRECISIONS:
+            raise ValueError(f"upscale: precision must be one of fp32, fp16, bf16, got {precision!r}")
+        dtype = _PRECISIONS[precision]
+        if dtype != torch.float32 and self.runner is not None:
+            raise ValueError(f"upscale: precision={precision!r} applies to the torch module; this model runs "
+                             f"through a runner whose precision is fixed when the runtime is built")
+        x, restore = self._to_tensor(img)
+        y, stats = self._upscale_tensor(x, tile, tile_pad, pre_pad, dtype)
+        out = restore(y)
+        with self._lock:
+            for k, v in stats.items():
+                self.stats[k] += v
+        if stats["fp32_recomputed"]:
+            log.warning("SRModel.upscale: %d of %d %s tiles gave NaN/inf and were recomputed in float32",
+                        stats["fp32_recomputed"], stats["tiles"], precision)
+        return (out, stats) if return_stats else out
+
+    def _upscale_tensor(self, x: torch.Tensor, tile: int, tile_pad: int, pre_pad: int, dtype):
+        n, _, h, w = x.shape
+        s, mod, mode = self.scale, int(self.info["mod"]), self.info["pad_mode"]
+        # pre-pad, then pad right/bottom to a multiple of `mod` (pixel-unshuffle models), as RealESRGANer
+        hp, wp = h + 2 * pre_pad, w + 2 * pre_pad
+        mh, mw = (-hp) % mod, (-wp) % mod
+        xp = _pad(x, pre_pad, pre_pad + mh, pre_pad, pre_pad + mw, mode)
+        H, W = xp.shape[-2:]
+        stats = {"tiles": 0, "fp32_recomputed": 0}
+        if tile == 0 or (tile >= H and tile >= W):
+            y, r = self._run_tile(xp, dtype, "whole-image pass")
+            stats["tiles"], stats["fp32_recomputed"] = 1, r
+        else:
+            tile = max(mod, tile // mod * mod)
+            tile_pad = -(-tile_pad // mod) * mod
+            y = torch.empty((n, 3, H * s, W * s), dtype=torch.float32, device=self.device)
+            ny, nx = math.ceil(H / tile), math.ceil(W / tile)
+            for iy in range(ny):
+                for ix in range(nx):
+                    y0, x0 = iy * tile, ix * tile
+                    y1, x1 = min(y0 + tile, H), min(x0 + tile, W)
+                    py0, px0 = max(y0 - tile_pad, 0), max(x0 - tile_pad, 0)
+                    py1, px1 = min(y1 + tile_pad, H), min(x1 + tile_pad, W)
+                    where = f"tile {iy * nx + ix + 1}/{ny * nx} (rows {y0}:{y1}, cols {x0}:{x1} of the padded LR)"
+                    out, r = self._run_tile(xp[:, :, py0:py1, px0:px1], dtype, where)
+                    y[:, :, y0 * s:y1 * s, x0 * s:x1 * s] = \
+                        out[:, :, (y0 - py0) * s:(y1 - py0) * s, (x0 - px0) * s:(x1 - px0) * s]
+                    stats["tiles"] += 1
+                    stats["fp32_recomputed"] += r
+        y = y[:, :, pre_pad * s:(pre_pad + h) * s, pre_pad * s:(pre_pad + w) * s]
+        return y.clamp_(0, 1), stats
+
+    def _to_tensor(self, img):
+        if isinstance(img, torch.Tensor):
+            t = img
+            if t.ndim == 3:
+                t = t.unsqueeze(0)
+                squeeze = True
+            else:
+                squeeze = False
+            if t.ndim != 4 or t.shape[1] != 3:
+                raise ValueError(f"upscale: a tensor must be (N, 3, H, W) or (3, H, W) RGB, got {tuple(img.shape)}")
+            if t.shape[0] == 0 or t.shape[2] == 0 or t.shape[3] == 0:
+                raise ValueError(f"upscale: empty tensor {tuple(img.shape)}")
+            if t.dtype == torch.uint8:
+                x = t.to(self.device).float().div_(255.0)
+                kind = "u8"
+            elif t.is_floating_point():
+                x = t.to(self.device, torch.float32)
+                _check_float(x, "tensor")
+                kind = "float"
+            else:
+                raise ValueError(f"upscale: tensor dtype must be uint8 or floating point, got {t.dtype}")
+
+            def restore(y):
+                if kind == "u8":
+                    y = torch.floor(y * 255.0 + 0.5).to(torch.uint8)
+                return y[0] if squeeze else y
+            return x, restore
+        if not isinstance(img, np.ndarray):
+            raise TypeError(f"upscale: expected a numpy array or torch tensor, got {type(img).__name__}")
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(f"upscale: a numpy image must be (H, W, 3) RGB, got shape {img.shape} "
+                             f"(use enhance() for grayscale / RGBA)")
+        if img.shape[0] == 0 or img.shape[1] == 0:
+            raise ValueError(f"upscale: empty image {img.shape}")
+        if img.dtype == np.uint8:
+            maxv = 255.0
+        elif img.dtype == np.uint16:
+            maxv = 65535.0
+        elif img.dtype.kind == "f":
+            maxv = None
+        else:
+            raise ValueError(f"upscale: numpy dtype must be uint8, uint16 or float, got {img.dtype}")
+        a = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
+        x = a.permute(2, 0, 1).unsqueeze(0).to(self.device)
+        if maxv is None:
+            _check_float(x, "image")
+        else:
+            x = x / maxv
+
+        def restore(y):
+            y = y[0].permute(1, 2, 0)
+            if maxv is None:
+                return y.cpu().numpy().astype(np.float32)
+            q = torch.floor(y.double() * maxv + 0.5) if maxv > 255 else torch.floor(y * maxv + 0.5)
+            return q.cpu().numpy().astype(img.dtype)
+        return x, restore
+
+    # ------------------------------------------------------------------ Real-ESRGAN's enhance
+    def enhance(self, img: np.ndarray, outscale: float | None = None, *, tile: int = 0, tile_pad: int = 10,
+                pre_pad: int | None = None, precision: str = "fp32", alpha_upsampler: str = "model") -> np.ndarray:
+        """Upscale one decoded image file the way Real-ESRGAN's ``RealESRGANer.enhance`` does.
+
+        - grayscale (H, W) or (H, W, 1): replicated to RGB, upscaled, converted back to one
+          channel (ITU-R 601 luma, ``cv2.COLOR_RGB2GRAY``); returned (sH, sW).
+        - RGBA (H, W, 4): RGB upscaled by the model; the alpha channel upscaled separately, by
+          the model too (``alpha_upsampler="model"``, as Real-ESRGAN's default ``'realesrgan'``)
+          or by bilinear resize (``"bilinear"``); returned (sH, sW, 4).
+        - uint16 stays uint16 (values / 65535, rounded back), uint8 stays uint8, float stays float32.
+        - ``outscale``: final size ``int(H * outscale) x int(W * outscale)`` by ``cv2.INTER_LANCZOS4``
+          resize of the model output when it differs from the model's scale (as Real-ESRGAN).
+
+        Channel order is R, G, B(, A): convert cv2's BGR(A) first (``desra_fast.imageio``'s readers
+        return RGB). ``tile``, ``tile_pad``, ``pre_pad``, ``precision`` as in :meth:`upscale`.
+
+        Returns:
+            numpy array of the input's dtype, (sH, sW), (sH, sW, 3) or (sH, sW, 4).
+        """
+        import cv2
+
+        if not isinstance(img, np.ndarray):
+            raise TypeError(f"enhance: expected a numpy array, got {type(img).__name__}")
+        if alpha_upsampler not in ("model", "realesrgan", "bilinear"):
+            raise ValueError(f"enhance: alpha_upsampler must be 'model' or 'bilinear', got {alpha_upsampler!r}")
+        if outscale is not None and (not isinstance(outscale, (int, float)) or isinstance(outscale, bool)
+                                     or not math.isfinite(outscale) or outscale <= 0):
+            raise ValueError(f"enhance: outscale must be a positive number, got {outscale!r}")
+        kw = dict(tile=tile, tile_pad=tile_pad, pre_pad=pre_pad, precision=precision)
+        h, w = img.shape[:2]
+        if img.ndim == 3 and img.shape[2] == 1:
+            img = img[:, :, 0]
+        if img.ndim == 2:
+            out = self.upscale(np.ascontiguousarray(np.repeat(img[:, :, None], 3, axis=2)), **kw)
+            out = cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)
+        elif img.ndim == 3 and img.shape[2] == 4:
+            out = self.upscale(np.ascontiguousarray(img[:, :, :3]), **kw)
+            alpha = img[:, :, 3]
+            if alpha_upsampler == "bilinear":
+                a = cv2.resize(alpha, (w * self.scale, h * self.scale), interpolation=cv2.INTER_LINEAR)
+            else:
+                a = self.upscale(np.ascontiguousarray(np.repeat(alpha[:, :, None], 3, axis=2)), **kw)
+                a = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)
+            out = np.concatenate([out, a[:, :, None]], axis=2)
+        elif img.ndim == 3 and img.shape[2] == 3:
+            out = self.upscale(img, **kw)
+        else:
+            raise ValueError(f"enhance: expected (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {img.shape}")
+        if outscale is not None and float(outscale) != float(self.scale):
+            size = (int(w * outscale), int(h * outscale))
+            if size[0] < 1 or size[1] < 1:
+                raise ValueError(f"enhance: outscale={outscale} gives an empty {size[1]}x{size[0]} image")
+            out = cv2.resize(out, size, interpolation=cv2.INTER_LANCZOS4)
+        return out
+
+
+def _check_float(x: torch.Tensor, what: str) -> None:
+    if not torch.isfinite(x).all():
+        raise ValueError(f"upscale: the {what} holds NaN or inf values")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -_FLOAT_TOL or hi > 1 + _FLOAT_TOL:
+        raise ValueError(f"upscale: float {what} values must be in [0, 1], got [{lo:.4g}, {hi:.4g}] "
+                         f"(pass uint8/uint16, or divide by 255)")
+    x.clamp_(0, 1)
+
+
+def _nonneg_int(v, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+        raise ValueError(f"upscale: {name} must be a non-negative integer, got {v!r}")
+    return int(v)
+
+
+def _device(device) -> torch.device:
+    d = torch.device(device)
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={device!r}: CUDA is not available on this machine (torch {torch.__version__})")
+    return d
+
+
+def _sha256(*paths: Path) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------- loading
+_OPTIONS = {"bin", "noise_level", "scale", "key", "pre_pad", "pad_mode"}
+
+
+def _read_source(source, options: dict) -> tuple[nn.Module, dict]:
+    """The torch module and info of any supported checkpoint form (format dispatch)."""
+    from . import checkpoint, ncnn, zoo
+
+    scale, noise = options.get("scale"), options.get("noise_level")
+    if isinstance(source, nn.Module):
+        scale = scale if scale is not None else getattr(source, "scale", None)
+        if not isinstance(scale, int) or scale < 1:
+            raise ValueError("load_sr: an nn.Module source needs scale= (or a .scale attribute)")
+        return source.float(), dict(arch=type(source).__name__, scale=scale, source=f"<{type(source).__name__}>")
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"load_sr: source must be a path, a packaged model name or an nn.Module, "
+                        f"got {type(source).__name__}")
+    path = Path(source)
+    if not path.exists() and str(source) in zoo.MODELS:
+        path = zoo.packaged_model(str(source))
+    if not path.is_file():
+        raise FileNotFoundError(f"load_sr: no such file: {path} (packaged names: {', '.join(zoo.available_models())})")
+    suffix = path.suffix.lower()
+    if suffix == ".param":
+        bin_path = Path(options["bin"]) if options.get("bin") is not None else path.with_suffix(".bin")
+        model = ncnn.read_ncnn(path, bin_path)
+        module, info = ncnn.ncnn_to_torch(model, noise_level=noise)
+        if scale is not None and scale != info["scale"]:
+            raise ValueError(f"load_sr: scale={scale} given, the ncnn graph upscales x{info['scale']}")
+        info.update(source=str(path), bin=str(bin_path), format="ncnn",
+                    source_sha256=_sha256(path, bin_path))
+        return module, info
+    if options.get("bin") is not None:
+        raise ValueError("load_sr: bin= is only for ncnn .param sources")
+    if suffix in (".pth", ".pt", ".ckpt", ".safetensors"):
+        sd, key = checkpoint.read_state_dict(path, options.get("key"))
+        module, info = checkpoint.build_from_state_dict(sd, str(path), scale=scale, noise_level=noise)
+        info.update(source=str(path), format="safetensors" if suffix == ".safetensors" else "torch",
+                    checkpoint_key=key, source_sha256=_sha256(path))
+        return module, info
+    raise ValueError(f"load_sr: unsupported model file {path.name!r}: expected .pth/.pt/.ckpt, .safetensors or "
+                     f"an ncnn .param")
+
+
+def _runner_for(runtime: str, module: nn.Module, info: dict, device: torch.device, options: dict):
+    """The runner replacing ``module`` for ``runtime`` (None: the torch module itself)."""
+    if runtime in ("auto", "torch"):
+        return None
+    raise ValueError(f"load_sr: unknown runtime {runtime!r}; available: {', '.join(RUNTIMES)}")
+
+
+def load_sr(source, *, device: str | torch.device = "cpu", runtime: str = "auto", **options: Any) -> SRModel:
+    """Load a super-resolution model from any checkpoint form users have.
+
+    Args:
+        source: one of
+            - ``.pth`` / ``.pt`` / ``.ckpt``: ``params_ema`` preferred, then ``params``, then a bare
+              state dict; read with ``torch.load(weights_only=True)`` (a pickle that would run
+              code is refused); architecture and hyper-parameters inferred from the tensor
+              shapes (RRDBNet in BasicSR layout, SRMD in KAIR layout, others via spandrel if
+              installed); strict keys.
+            - ``.safetensors``: same key rules.
+            - an ncnn ``.param`` (``.bin`` beside it, or ``bin=``): converted to torch
+              (RRDBNet graphs get the official key names).
+            - a packaged model name (``"realesrgan-x4plus"``, ``"srmd-x4"``: see
+              :mod:`desra_fast.models.zoo`), or an ``nn.Module`` (with ``scale=``).
+        device: torch device.
+        runtime: ``"auto"`` or ``"torch"``.
+        **options: ``bin`` (ncnn weights path), ``noise_level`` (SRMD: -1..255, default 10;
+            noise-free models take none), ``scale`` (override the inferred scale of a
+            RRDBNet checkpoint), ``key`` (checkpoint entry, e.g. ``"params"``), ``pre_pad`` and
+            ``pad_mode`` (override the architecture's defaults).
+
+    Returns:
+        :class:`SRModel`; ``.info`` holds ``arch``, ``scale``, ``pre_pad``, ``pad_mode``, the
+        hyper-parameters, ``source`` and ``source_sha256``.
+
+    Raises:
+        FileNotFoundError, ValueError (unknown options / runtime, unsupported file),
+        desra_fast.models.checkpoint.CheckpointError (keys, shapes, layout),
+        desra_fast.models.checkpoint.UnsafeCheckpointError (malicious pickle),
+        desra_fast.models.ncnn.NcnnFormatError (bad, truncated or unsupported ncnn files).
+    """
+    unknown = set(options) - _OPTIONS
+    if unknown:
+        raise ValueError(f"load_sr: unknown option(s) {sorted(unknown)}; known: {sorted(_OPTIONS)}")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"load_sr: unknown runtime {runtime!r}; available: {', '.join(RUNTIMES)}")
+    module, info = _read_source(source, options)
+    for k in ("pre_pad", "pad_mode"):
+        if options.get(k) is not None:
+            info[k] = options[k]
+    if "pre_pad" in info:
+        _nonneg_int(info["pre_pad"], "pre_pad")
+    dev = _device(device)
+    runner = _runner_for(runtime, module, info, dev, options)
+    info["runtime"] = "torch" if runner is None else runtime
+    return SRModel(module, info, device=dev, runner=runner)
