@@ -61,6 +61,10 @@ setup(
         "torch": ["torch>=2.1"],
         "triton": ["torch>=2.1", "triton>=3.0"],
         "train": ["torch>=2.1", "h5py>=3.8", "safetensors>=0.4", "tqdm>=4.60"],
+        # ONNX export + ONNX Runtime on CPU. [gpu] is the NVIDIA variant: onnxruntime-gpu (never
+        # together with onnxruntime: both ship the same module) and TensorRT.
+        "onnx": ["onnx>=1.16,<2", "onnxscript>=0.3", "onnxruntime>=1.18,<2"],
+        "gpu": ["onnx>=1.16,<2", "onnxscript>=0.3", "onnxruntime-gpu>=1.18,<2", "tensorrt>=10.0"],
         "test": [
             "pytest>=7", "pytest-benchmark>=4", "hypothesis>=6", "scipy>=1.10",
             "scikit-image>=0.21", "pillow>=9",

@@ -1,0 +1,281 @@
+"""Inference runtimes behind one switch: ``runtime="auto"|"torch"|"onnxruntime"|"tensorrt"``.
+
+A *runner* replaces a model's torch ``nn.Module``: it is called on a float32 NCHW torch tensor
+and returns a float32 NCHW torch tensor on the same device, so :class:`SRModel` and
+:class:`Segmenter` keep their tiling, pre-padding, normalisation and rounding whatever runs the
+network. Runners are thread-safe.
+
+- ``"torch"``: the ``nn.Module`` itself (eager).
+- ``"onnxruntime"`` (:mod:`desra_fast.runtime.onnxruntime`): an ``.onnx`` file written by
+  :func:`desra_fast.export.to_onnx`; CPU execution provider with the ``onnxruntime`` package
+  (``pip install 'desra_fast[onnx]'``), CUDA / TensorRT execution providers with
+  ``onnxruntime-gpu`` (``[gpu]``), IO binding on torch CUDA tensors.
+- ``"tensorrt"`` (:mod:`desra_fast.runtime.tensorrt`): a TensorRT engine built from the
+  ``.onnx`` file (cached on disk), run on torch CUDA tensors on the current stream.
+- ``"auto"``: the fastest runtime available for the device and the source: an ``.engine``
+  file -> TensorRT; an ``.onnx`` file -> TensorRT on CUDA when the ``tensorrt`` package is
+  installed, else ONNX Runtime; a torch checkpoint -> TensorRT on CUDA when installed (the
+  exported ONNX and the engine are cached), else torch (exporting a checkpoint costs tens of
+  seconds, so on CPU export it once with ``desra-fast export`` and load the ``.onnx``).
+
+An explicitly requested runtime that cannot run raises :class:`RuntimeUnavailableError` with
+the reason; nothing falls back silently.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple, Union
+
+__all__ = [
+    "RUNTIMES", "RuntimeUnavailableError", "runtime_status", "resolve_runtime", "make_runner",
+    "read_onnx_metadata", "cache_dir", "file_sha256", "prepare_model",
+]
+
+RUNTIMES = ("auto", "torch", "onnxruntime", "tensorrt")
+
+#: Metadata key holding the JSON model description written by :func:`desra_fast.export.to_onnx`.
+META_KEY = "desra_fast.model"
+
+
+class RuntimeUnavailableError(RuntimeError):
+    """A runtime was requested explicitly but cannot run here (the message says why)."""
+
+
+def _device(device) -> "torch.device":
+    import torch
+
+    return device if isinstance(device, torch.device) else torch.device(device)
+
+
+def cache_dir() -> Path:
+    """Where exported ONNX files, TensorRT engines and timing caches are kept.
+
+    ``$DESRA_FAST_CACHE`` if set, else ``$XDG_CACHE_HOME/desra_fast`` (``~/.cache/desra_fast``).
+    """
+    env = os.environ.get("DESRA_FAST_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "desra_fast"
+
+
+def file_sha256(path: Union[str, os.PathLike]) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def runtime_status(runtime: str, device="cpu") -> Tuple[bool, str]:
+    """Whether ``runtime`` can run on ``device`` here, and why not.
+
+    Returns:
+        ``(True, "")`` or ``(False, reason)``; the reason says what to install or change.
+    """
+    dev = _device(device)
+    if runtime == "torch":
+        return True, ""
+    if runtime == "onnxruntime":
+        from .onnxruntime import ort_status
+
+        return ort_status(dev)
+    if runtime == "tensorrt":
+        from .tensorrt import trt_status
+
+        return trt_status(dev)
+    raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+
+
+def source_kind(source) -> str:
+    """``"onnx"``, ``"engine"`` or ``"torch"`` (anything else: a checkpoint the loader reads)."""
+    if isinstance(source, (str, os.PathLike)):
+        suffix = Path(source).suffix.lower()
+        if suffix == ".onnx":
+            return "onnx"
+        if suffix in (".engine", ".plan", ".trt"):
+            return "engine"
+    return "torch"
+
+
+def resolve_runtime(runtime: str, device="cpu", *, source: str = "torch") -> str:
+    """The concrete runtime for a request: ``auto`` resolved, an explicit one checked.
+
+    Args:
+        runtime: one of :data:`RUNTIMES`.
+        device: where the model runs.
+        source: what is loaded: ``"torch"`` (a checkpoint), ``"onnx"`` or ``"engine"``.
+
+    Raises:
+        ValueError: unknown runtime, or one that cannot read this kind of source.
+        RuntimeUnavailableError: an explicitly requested runtime that cannot run here.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    dev = _device(device)
+    if runtime == "auto":
+        if source == "engine":
+            runtime = "tensorrt"
+        elif dev.type == "cuda" and runtime_status("tensorrt", dev)[0]:
+            runtime = "tensorrt"
+        elif source == "onnx":
+            runtime = "onnxruntime"
+        else:
+            runtime = "torch"
+    if source == "engine" and runtime != "tensorrt":
+        raise ValueError(f"a TensorRT engine file runs only with runtime='tensorrt' (got {runtime!r})")
+    if source == "onnx" and runtime == "torch":
+        raise ValueError("an .onnx file cannot run with runtime='torch'; load the checkpoint it was "
+                         "exported from, or use runtime='onnxruntime' / 'tensorrt'")
+    ok, why = runtime_status(runtime, dev)
+    if not ok:
+        raise RuntimeUnavailableError(f"runtime={runtime!r} cannot run on {dev}: {why}")
+    return runtime
+
+
+def read_onnx_metadata(path: Union[str, os.PathLike]) -> Dict[str, Any]:
+    """The model description :func:`desra_fast.export.to_onnx` stored in an ``.onnx`` file.
+
+    Returns:
+        The dict with ``kind`` (``"sr"`` or ``"segmenter"``), ``info`` (the model's ``.info``),
+        ``precision``, ``input_name``, ``output_name``, ``desra_fast_version``...
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a readable ONNX file (truncated, corrupt) or not written by ``to_onnx``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such ONNX file")
+    props = _onnx_props(path)
+    if META_KEY not in props:
+        raise ValueError(
+            f"{path}: this ONNX file was not exported by desra_fast.export.to_onnx (no "
+            f"{META_KEY!r} metadata), so how to pre-process its inputs is unknown; export the "
+            f"source model with desra_fast.export.to_onnx / `desra-fast export`")
+    try:
+        meta = json.loads(props[META_KEY])
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: corrupt {META_KEY!r} metadata ({e})") from None
+    if not isinstance(meta, dict) or "kind" not in meta or "info" not in meta:
+        raise ValueError(f"{path}: {META_KEY!r} metadata lacks 'kind' / 'info'")
+    return meta
+
+
+def _onnx_props(path: Path) -> Dict[str, str]:
+    """The metadata props of an ONNX file (via ``onnx`` if installed, else ONNX Runtime)."""
+    if _installed("onnx"):
+        import onnx
+        from google.protobuf.message import DecodeError
+
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except (DecodeError, ValueError, RuntimeError, OSError) as e:
+            raise ValueError(f"{path}: not a readable ONNX file (truncated or corrupt?): {e}") from None
+        if not model.graph.node:
+            raise ValueError(f"{path}: not a readable ONNX file (empty graph: truncated or corrupt?)")
+        return {p.key: p.value for p in model.metadata_props}
+    if _installed("onnxruntime"):
+        from .onnxruntime import _session
+
+        sess = _session(path, "cpu", threads=1)
+        return dict(sess.get_modelmeta().custom_metadata_map)
+    raise RuntimeUnavailableError("reading an .onnx file needs the onnx or onnxruntime package: "
+                                  "pip install 'desra_fast[onnx]'")
+
+
+def make_runner(onnx_path, runtime: str, device="cpu", *, meta: Optional[dict] = None,
+                precision: Optional[str] = None, **options) -> Callable:
+    """A runner for an exported ``.onnx`` file (or a TensorRT ``.engine``).
+
+    Args:
+        onnx_path: the ``.onnx`` (or ``.engine``) file.
+        runtime: ``"onnxruntime"`` or ``"tensorrt"`` (already resolved).
+        device: where it runs; runners take and return tensors on this device.
+        meta: :func:`read_onnx_metadata` of the file, if already read.
+        precision: TensorRT engine precision (default: the file's own).
+        **options: runtime options (``threads``, ``providers`` for ONNX Runtime; ``min_shape``,
+            ``opt_shape``, ``max_shape``, ``fallback_onnx``, ``workspace_gib`` for TensorRT).
+
+    Returns:
+        A callable ``runner(x: Tensor[N, C, H, W] float32) -> Tensor`` on ``device``.
+    """
+    dev = _device(device)
+    if runtime == "onnxruntime":
+        from .onnxruntime import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(onnx_path, device=dev, **options)
+    if runtime == "tensorrt":
+        from .tensorrt import TensorRTRunner, engine_for
+
+        if source_kind(onnx_path) == "engine":
+            return TensorRTRunner(onnx_path, device=dev)
+        engine = engine_for(onnx_path, device=dev, precision=precision, meta=meta,
+                            **{k: v for k, v in options.items() if k != "fallback_onnx"})
+        return TensorRTRunner(engine, device=dev, fallback_onnx=options.get("fallback_onnx"))
+    raise ValueError(f"make_runner: runtime must be 'onnxruntime' or 'tensorrt', got {runtime!r}")
+
+
+def prepare_model(source, *, kind: str, runtime: str = "auto", device="cpu",
+                  load_torch: Optional[Callable[[], Any]] = None, precision: Optional[str] = None,
+                  **options) -> Tuple[str, Optional[dict], Optional[Callable]]:
+    """What a loader needs to honour ``runtime=`` and ``.onnx`` / ``.engine`` sources.
+
+    Args:
+        source: what the loader was given.
+        kind: ``"sr"`` or ``"segmenter"`` (an exported file of the other kind is refused).
+        runtime: one of :data:`RUNTIMES`.
+        device: where the model runs.
+        load_torch: for torch sources and a non-torch runtime: returns the loaded model (with
+            ``.module`` and ``.info``) so it can be exported (the export is cached on disk).
+        precision: TensorRT precision (``"fp32"``, ``"fp16"``, ``"bf16"``).
+
+    Returns:
+        ``(runtime, info, runner)``: the resolved runtime; for a file source the ``info`` dict
+        stored in it (else None); the runner, or None when torch runs the module itself.
+    """
+    src = source_kind(source)
+    rt = resolve_runtime(runtime, device, source=src)
+    if src == "engine":
+        from .tensorrt import read_engine_metadata
+
+        meta = read_engine_metadata(source)
+        _check_kind(source, meta, kind)
+        return rt, meta["info"], make_runner(source, rt, device, meta=meta)
+    if src == "onnx":
+        meta = read_onnx_metadata(source)
+        _check_kind(source, meta, kind)
+        return rt, meta["info"], make_runner(source, rt, device, meta=meta, precision=precision, **options)
+    if rt == "torch":
+        return rt, None, None
+    if load_torch is None:
+        raise ValueError("prepare_model: a torch source with a non-torch runtime needs load_torch")
+    from ..export import cached_onnx
+
+    model = load_torch()
+    fp32 = cached_onnx(model, precision="fp32")
+    if rt == "tensorrt" and precision in ("fp16", "bf16"):
+        from .tensorrt import weak_typing
+
+        if not weak_typing():
+            # Strongly typed TensorRT: the reduced precision must be in the graph itself.
+            onnx_path = cached_onnx(model, precision=precision)
+            return rt, None, make_runner(onnx_path, rt, device, precision=precision, fallback_onnx=fp32, **options)
+        return rt, None, make_runner(fp32, rt, device, precision=precision, fallback_onnx=fp32, **options)
+    return rt, None, make_runner(fp32, rt, device, precision=precision, **options)
+
+
+def _check_kind(source, meta: dict, kind: str) -> None:
+    if meta.get("kind") != kind:
+        want = {"sr": "a super-resolution model (load_sr)", "segmenter": "a segmenter (load_segmenter)"}
+        raise ValueError(f"{source}: this file holds {want.get(meta.get('kind'), repr(meta.get('kind')))}, "
+                         f"not {want.get(kind, kind)}")
