@@ -68,22 +68,23 @@ def _jsonable(obj):
     return str(obj)
 
 
-class _CastIO:
-    """Factory of a module running ``net`` in ``dtype`` with float32 input and output."""
+def _wrap(net, dtype):
+    """``net`` (a copy, in ``dtype``) inside a module with float32 input and output.
 
-    @staticmethod
-    def wrap(net, dtype):
-        import torch
+    Always wrapping also keeps the network's own attribute names away from the top level of the
+    traced graph module (a buffer named ``code`` would clash with ``GraphModule.code``).
+    """
+    import torch
 
-        class CastIO(torch.nn.Module):
-            def __init__(self, net):
-                super().__init__()
-                self.net = net
+    class Exported(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
 
-            def forward(self, x):
-                return self.net(x.to(dtype)).to(torch.float32)
+        def forward(self, x):
+            return self.net(x.to(dtype)).to(torch.float32)
 
-        return CastIO(copy.deepcopy(net).to(dtype)).eval()
+    return Exported(copy.deepcopy(net).to(dtype)).eval()
 
 
 @contextmanager
@@ -167,11 +168,7 @@ def to_onnx(model, path: Union[str, os.PathLike], *, opset: Optional[int] = None
     path.parent.mkdir(parents=True, exist_ok=True)
 
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
-    net = module.eval()
-    if precision != "fp32":
-        net = _CastIO.wrap(module, {"fp16": torch.float16, "bf16": torch.bfloat16}[precision])
-    elif next((p for p in module.parameters() if p.dtype != torch.float32), None) is not None:
-        net = copy.deepcopy(module).float().eval()
+    net = _wrap(module.eval(), {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision])
     example = torch.rand(shape, device=device)
     kwargs: Dict[str, Any] = dict(dynamo=True, input_names=[in_name], output_names=[out_name],
                                   external_data=False, verbose=False)

@@ -26,7 +26,7 @@ __all__ = ["SRModel", "load_sr", "RUNTIMES"]
 log = logging.getLogger(__name__)
 
 #: Runtimes ``load_sr`` knows.
-RUNTIMES = ("auto", "torch")
+RUNTIMES = ("auto", "torch", "onnxruntime", "tensorrt")
 
 #: Pre-padding the reference tools apply, by architecture: (pixels, mode).
 _PRE_PAD = {"RRDBNet": (10, "reflect"), "SRMD": (12, "replicate")}
@@ -82,8 +82,11 @@ class SRModel:
         if "scale" not in info or "arch" not in info:
             raise ValueError("SRModel: info needs 'arch' and 'scale'")
         self.device = _device(device)
-        self.module = module.to(self.device).eval()
-        for p in self.module.parameters():
+        if module is None and runner is None:
+            raise ValueError("SRModel: needs a module or a runner")
+        # module is None for models loaded from an exported .onnx / .engine file (runner only).
+        self.module = module.to(self.device).eval() if module is not None else None
+        for p in self.module.parameters() if module is not None else ():
             p.requires_grad_(False)
         self.info = dict(info)
         self.scale = int(self.info["scale"])
@@ -372,7 +375,7 @@ def _sha256(*paths: Path) -> str:
 
 
 # ---------------------------------------------------------------------- loading
-_OPTIONS = {"bin", "noise_level", "scale", "key", "pre_pad", "pad_mode"}
+_OPTIONS = {"bin", "noise_level", "scale", "key", "pre_pad", "pad_mode", "precision"}
 
 
 def _read_source(source, options: dict) -> tuple[nn.Module, dict]:
@@ -417,9 +420,34 @@ def _read_source(source, options: dict) -> tuple[nn.Module, dict]:
 
 def _runner_for(runtime: str, module: nn.Module, info: dict, device: torch.device, options: dict):
     """The runner replacing ``module`` for ``runtime`` (None: the torch module itself)."""
-    if runtime in ("auto", "torch"):
+    # --- runtimes (desra_fast.runtime): onnxruntime / tensorrt / auto for a torch checkpoint ---
+    if runtime == "torch":
         return None
-    raise ValueError(f"load_sr: unknown runtime {runtime!r}; available: {', '.join(RUNTIMES)}")
+    from ..runtime import prepare_model
+
+    _, _, runner = prepare_model(module, kind="sr", runtime=runtime, device=device,
+                                 load_torch=lambda: SRModel(module, info, device=device),
+                                 precision=options.get("precision"))
+    return runner
+    # --- end runtimes ---
+
+
+def _load_exported(source, device: torch.device, runtime: str, options: dict) -> SRModel:
+    """An SRModel running an exported ``.onnx`` / TensorRT ``.engine`` file (see desra_fast.runtime)."""
+    from ..runtime import prepare_model
+
+    fixed = set(options) - {"pre_pad", "pad_mode", "precision"}
+    if fixed:
+        raise ValueError(f"load_sr: {sorted(fixed)} cannot change an exported model (fixed in {Path(source).name}); "
+                         f"export the source model again with them")
+    rt, info, runner = prepare_model(source, kind="sr", runtime=runtime, device=device,
+                                     precision=options.get("precision"))
+    info = dict(info)
+    for k in ("pre_pad", "pad_mode"):
+        if options.get(k) is not None:
+            info[k] = options[k]
+    info.update(runtime=rt, exported=str(source))
+    return SRModel(None, info, device=device, runner=runner)
 
 
 def load_sr(source, *, device: str | torch.device = "cpu", runtime: str = "auto", **options: Any) -> SRModel:
@@ -438,8 +466,11 @@ def load_sr(source, *, device: str | torch.device = "cpu", runtime: str = "auto"
             - a packaged model name (``"realesrgan-x4plus"``, ``"srmd-x4"``: see
               :mod:`desra_fast.models.zoo`), or an ``nn.Module`` (with ``scale=``).
         device: torch device.
-        runtime: ``"auto"`` or ``"torch"``.
-        **options: ``bin`` (ncnn weights path), ``noise_level`` (SRMD: -1..255, default 10;
+        runtime: ``"auto"``, ``"torch"``, ``"onnxruntime"`` or ``"tensorrt"`` (see
+            :mod:`desra_fast.runtime`); an ``.onnx`` / ``.engine`` source (written by
+            :func:`desra_fast.export.to_onnx` / ``desra-fast export``) loads directly and keeps the
+            source model's pre-pad, scale and rounding.
+        **options: ``precision`` (TensorRT engine: ``"fp32"``/``"fp16"``/``"bf16"``), ``bin`` (ncnn weights path), ``noise_level`` (SRMD: -1..255, default 10;
             noise-free models take none), ``scale`` (override the inferred scale of a
             RRDBNet checkpoint), ``key`` (checkpoint entry, e.g. ``"params"``), ``pre_pad`` and
             ``pad_mode`` (override the architecture's defaults).
@@ -459,6 +490,10 @@ def load_sr(source, *, device: str | torch.device = "cpu", runtime: str = "auto"
         raise ValueError(f"load_sr: unknown option(s) {sorted(unknown)}; known: {sorted(_OPTIONS)}")
     if runtime not in RUNTIMES:
         raise ValueError(f"load_sr: unknown runtime {runtime!r}; available: {', '.join(RUNTIMES)}")
+    from ..runtime import source_kind
+
+    if source_kind(source) != "torch":      # an exported .onnx / .engine file
+        return _load_exported(source, _device(device), runtime, options)
     module, info = _read_source(source, options)
     for k in ("pre_pad", "pad_mode"):
         if options.get(k) is not None:
@@ -467,5 +502,5 @@ def load_sr(source, *, device: str | torch.device = "cpu", runtime: str = "auto"
         _nonneg_int(info["pre_pad"], "pre_pad")
     dev = _device(device)
     runner = _runner_for(runtime, module, info, dev, options)
-    info["runtime"] = "torch" if runner is None else runtime
+    info["runtime"] = "torch" if runner is None else runner.runtime
     return SRModel(module, info, device=dev, runner=runner)
