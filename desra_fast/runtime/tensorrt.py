@@ -117,7 +117,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def build_engine(onnx_path, engine_path, *, precision: str = "fp32", min_shape=None, opt_shape=None,
                  max_shape=None, device="cuda", timing_cache=None, workspace_gib: Optional[float] = None,
-                 meta: Optional[dict] = None) -> Path:
+                 meta: Optional[dict] = None, fallback_onnx=None) -> Path:
     """Build a TensorRT engine from an ``.onnx`` file and write it (plus its ``.json`` sidecar).
 
     Args:
@@ -130,6 +130,8 @@ def build_engine(onnx_path, engine_path, *, precision: str = "fp32", min_shape=N
         timing_cache: file of the timing cache (read if present, updated after the build).
         workspace_gib: builder workspace limit (default: TensorRT's).
         meta: the ONNX file's :func:`~desra_fast.runtime.read_onnx_metadata`.
+        fallback_onnx: the fp32 ONNX a reduced-precision engine recomputes overflowing samples
+            with (recorded in the sidecar; default: ``onnx_path`` itself, upcast if needed).
 
     Raises:
         RuntimeUnavailableError: no GPU / no tensorrt; ValueError: a precision this TensorRT
@@ -202,7 +204,8 @@ def build_engine(onnx_path, engine_path, *, precision: str = "fp32", min_shape=N
     gpu, cc = _gpu_id(dev)
     side = dict(meta, engine_precision=precision, profile=[list(s) for s in prof],
                 tensorrt_version=trt.__version__, gpu=gpu, compute_capability=cc,
-                onnx=str(onnx_path.resolve()))
+                onnx=str(onnx_path.resolve()),
+                fallback_onnx=str(Path(fallback_onnx).resolve()) if fallback_onnx else None)
     _atomic_write(engine_path, bytes(memoryview(serialized)))
     _atomic_write(_sidecar(engine_path), json.dumps(side, sort_keys=True, indent=1).encode())
     return engine_path
@@ -379,7 +382,7 @@ class TensorRTRunner:
         """The fp32 runner the overflowing samples of a reduced-precision engine are re-run on."""
         with self._lock:
             if self._fallback is None:
-                src = self._fallback_onnx or self.meta.get("onnx")
+                src = self._fallback_onnx or self.meta.get("fallback_onnx") or self.meta.get("onnx")
                 if not src or not Path(src).is_file():
                     raise FloatingPointError(
                         f"{self.path}: the {self.precision} engine produced NaN/inf and no fp32 ONNX is "
