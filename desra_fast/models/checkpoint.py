@@ -62,14 +62,17 @@ def read_state_dict(path: str | Path, key: str | None = None) -> tuple[dict[str,
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
             msg = str(e)
-            if "weights_only" in msg or "Unsupported global" in msg or "GLOBAL" in msg:
+            if "GLOBAL" in msg or "Unsupported global" in msg:
                 raise UnsafeCheckpointError(
                     f"{path}: refused to load: the pickle references Python objects beyond tensors and plain "
                     f"containers, and unpickling it could run arbitrary code. Only weights are accepted "
                     f"(torch.load(weights_only=True)). If you trust the file, re-save its state dict with "
                     f"torch.save({{'params_ema': state_dict}}, ...) or as .safetensors.{_unsafe_detail(msg)}"
                 ) from None
-            raise CheckpointError(f"{path}: not a PyTorch checkpoint ({msg.splitlines()[0] if msg else e!r})") from None
+            detail = [ln.strip() for ln in msg.splitlines() if ln.strip() and "Weights only load failed" not in ln
+                      and "weights_only" not in ln]
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?)"
+                                  + (f": {detail[0]}" if detail else "")) from None
         except (RuntimeError, EOFError, OSError, ValueError) as e:
             raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {e}") from None
         sd, used = _select(obj, key, path)
@@ -84,7 +87,7 @@ def read_state_dict(path: str | Path, key: str | None = None) -> tuple[dict[str,
 
 
 def _unsafe_detail(msg: str) -> str:
-    hits = [ln.strip() for ln in msg.splitlines() if "Unsupported global" in ln or "Unsupported operand" in ln]
+    hits = [ln.strip() for ln in msg.splitlines() if "GLOBAL" in ln or "Unsupported global" in ln]
     return f" ({hits[0].rstrip('.')})" if hits else ""
 
 
