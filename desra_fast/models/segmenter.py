@@ -394,7 +394,9 @@ def build_segformer(sd: Dict[str, Any], *, family: str, hf_config: Optional[dict
     if missing or unexpected:
         raise CheckpointError(f"{source}: the weights do not fit a SegFormer {cfg.variant_name} "
                               f"({family} layout): {_key_report(missing, unexpected)}")
-    model = SegFormer(cfg)
+    torch = _torch()
+    with torch.device("meta"):  # no random init of tens of millions of parameters
+        model = SegFormer(cfg)
     state = model.state_dict()
     for k, t in ours.items():
         if tuple(state[k].shape) != tuple(t.shape):
@@ -402,9 +404,11 @@ def build_segformer(sd: Dict[str, Any], *, family: str, hf_config: Optional[dict
                                   f"for a SegFormer {cfg.variant_name} ({family} layout)")
         if not t.dtype.is_floating_point:
             raise CheckpointError(f"{source}: tensor {k} has dtype {t.dtype}, expected floating point")
-        if not bool(_torch().isfinite(t).all()):
+        if not bool(torch.isfinite(t).all()):
             raise CheckpointError(f"{source}: tensor {k} contains NaN or infinite values")
-    model.load_state_dict({k: t.float() for k, t in ours.items()}, strict=False)
+    full = {k: t.float().contiguous() for k, t in ours.items()}
+    full.update({k: torch.zeros((), dtype=torch.int64) for k in state if k.endswith("num_batches_tracked")})
+    model.load_state_dict(full, strict=True, assign=True)
     model.eval()
     return model, names
 
@@ -425,28 +429,30 @@ def _src_coords(out_size: int, in_size: int, torch, device):
 
 
 def _horizontal(x, out_w: int):
-    """Width-only bilinear resize (PyTorch's kernel: a height scale of 1 maps rows onto themselves)."""
+    """Width-only bilinear resize of (rows, channels, W): the arithmetic of PyTorch's bilinear
+    kernel with a height scale of 1 (rows map onto themselves with weights 1 and 0)."""
     import torch.nn.functional as F
 
-    return F.interpolate(x, size=(x.shape[2], out_w), mode="bilinear", align_corners=False)
+    return F.interpolate(x, size=out_w, mode="linear", align_corners=False)
 
 
 def _resize_rows(x, out_h: int, out_w: int, rows, torch):
-    """Rows ``rows`` of ``F.interpolate(x, (out_h, out_w), bilinear, align_corners=False)``.
+    """Rows ``rows`` of a bilinear (align_corners=False) resize of ``x`` to (out_h, out_w).
 
-    Same order of operations as PyTorch's kernel: width first, then the two source rows mixed.
+    ``x`` is row-major (in_h, channels, in_w); returns (len(rows), channels, out_w). Same order
+    of operations as PyTorch's kernel: width first, then the two source rows mixed.
     """
-    y0, y1, ly0, ly1 = (t[rows.cpu()] for t in _src_coords(out_h, x.shape[2], torch, "cpu"))
+    y0, y1, ly0, ly1 = (t[rows] for t in _src_coords(out_h, x.shape[0], torch, "cpu"))
     need, inv = torch.unique(torch.cat([y0, y1]), return_inverse=True)
     dev = x.device
-    horiz = _horizontal(x.index_select(2, need.to(dev)), out_w)  # (N, C, |need|, out_w)
+    horiz = _horizontal(x[need.to(dev)], out_w)  # (|need|, channels, out_w)
     k = rows.numel()
     inv = inv.to(dev)
-    return (ly0.to(dev)[:, None] * horiz.index_select(2, inv[:k])
-            + ly1.to(dev)[:, None] * horiz.index_select(2, inv[k:]))
+    return (ly0.to(dev)[:, None, None] * horiz[inv[:k]]
+            + ly1.to(dev)[:, None, None] * horiz[inv[k:]])
 
 
-def logits_to_labels(logits, sizes: Sequence[Tuple[int, int]], *, strip_bytes: int = 64 << 20):
+def logits_to_labels(logits, sizes: Sequence[Tuple[int, int]], *, strip_bytes: int = 512 << 20):
     """argmax over classes of ``logits`` resized bilinearly through each (h, w) of ``sizes``.
 
     Args:
@@ -474,21 +480,24 @@ def logits_to_labels(logits, sizes: Sequence[Tuple[int, int]], *, strip_bytes: i
         return x.argmax(1)
     out = torch.empty((n, H, W), dtype=torch.int64, device=logits.device)
     rows_per = max(1, strip_bytes // (n * k * widest * 4 * 4))
+    # row-major layout (h, N*K, w): selecting rows copies contiguous blocks (indexing, which is
+    # much faster on CPU than index_select here)
+    x = logits.permute(2, 0, 1, 3).reshape(logits.shape[2], n * k, logits.shape[3]).contiguous()
     for r0 in range(0, H, rows_per):
         rows = torch.arange(r0, min(H, r0 + rows_per))
         if len(sizes) == 1:
-            part = _resize_rows(logits, H, W, rows, torch)
+            part = _resize_rows(x, H, W, rows, torch)
         else:
             h1, w1 = sizes[0]
             y0, y1, ly0, ly1 = (t[rows] for t in _src_coords(H, h1, torch, "cpu"))
             need, inv = torch.unique(torch.cat([y0, y1]), return_inverse=True)
-            mid = _resize_rows(logits, h1, w1, need, torch)  # rows `need` of the first resize
-            horiz = _horizontal(mid, W)
+            mid = _horizontal(_resize_rows(x, h1, w1, need, torch), W)  # rows `need` of resize 1
             kk, dev = rows.numel(), logits.device
             inv = inv.to(dev)
-            part = (ly0.to(dev)[:, None] * horiz.index_select(2, inv[:kk])
-                    + ly1.to(dev)[:, None] * horiz.index_select(2, inv[kk:]))
-        out[:, r0:r0 + rows.numel()] = part.argmax(1)
+            part = (ly0.to(dev)[:, None, None] * mid[inv[:kk]]
+                    + ly1.to(dev)[:, None, None] * mid[inv[kk:]])
+        lab = part.reshape(rows.numel(), n, k, W).argmax(2)  # (rows, N, W)
+        out[:, r0:r0 + rows.numel()] = lab.permute(1, 0, 2)
     return out
 
 
@@ -563,7 +572,7 @@ class Segmenter:
         if self.scale is None:
             return h, w
         nw, nh = rescale_size(w, h, self.scale)
-        return nh, nw
+        return max(1, nh), max(1, nw)  # mmcv would fail on a zero side (extreme aspect ratios)
 
     def _resize_sizes(self, h: int, w: int, nh: int, nw: int) -> List[Tuple[int, int]]:
         return [(h, w)] if self.preprocess == "hf" else [(nh, nw), (h, w)]
