@@ -169,7 +169,7 @@ def _run(net_g, data, out, config, ctx, vgg, net_d, resume, progress, hooks, all
     fingerprint = dict(config.fingerprint(), data_keys=hashlib.sha256(
         "\n".join(s.key for s in data.samples).encode()).hexdigest(), scale=data.scale)
 
-    net_g = net_g.to(dev).train()
+    net_g = net_g.to(dev).train().requires_grad_(True)
     ema = copy.deepcopy(net_g).eval().requires_grad_(False)
     if net_d is None:
         g = torch.random.get_rng_state()

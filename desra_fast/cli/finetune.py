@@ -1,0 +1,122 @@
+"""``desra-fast finetune``: fine-tune a GAN-SR model on (LR, pseudo-GT) pairs (DeSRA section 3.3)."""
+from __future__ import annotations
+
+import os
+import sys
+
+from ._args import finite_float, non_negative_int, positive_int
+
+NAME = "finetune"
+HELP = "fine-tune the GAN-SR model on pseudo-GT so it stops producing the detected artifacts"
+DESCRIPTION = (
+    "Trains the GAN-SR generator (RRDBNet, loaded with load_sr: .pth, .safetensors, ncnn .param or "
+    "a packaged name) on pairs (LR, pseudo-GT = mask * MSE-SR + (1 - mask) * GAN-SR) with "
+    "Real-ESRGAN's recipe: L1 + VGG19 perceptual + vanilla GAN loss (U-Net discriminator with "
+    "spectral norm), Adam, EMA of the generator. Data: --run RUN_DIR (a `desra-fast run --save-sr "
+    "png` output; --list restricts it to a `desra-fast select` list) or the four folders --lr "
+    "--gan --mse --mask, paired by relative path. Writes OUT/checkpoints/ (resumable state, "
+    "atomic) and OUT/net_g_final.pth ({'params_ema', 'params'}, official RRDBNet keys). Killed at "
+    "any moment, `--resume` continues bit-identically (same machine and thread count). "
+    "Multi-GPU: torchrun --nproc_per_node N -m desra_fast finetune ... --device cuda.")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", required=True, metavar="G",
+                        help="the GAN-SR model to repair (e.g. RealESRGAN_x4plus.pth, an ncnn .param, "
+                             "'realesrgan-x4plus')")
+    parser.add_argument("--run", metavar="RUN_DIR", help="output folder of `desra-fast run --save-sr png`")
+    parser.add_argument("--list", metavar="TXT", help="with --run: only the images of this list (train.txt)")
+    parser.add_argument("--lr", metavar="DIR", help="LR images (with --run: overrides the recorded LR folder)")
+    parser.add_argument("--gan", metavar="DIR", help="GAN-SR outputs")
+    parser.add_argument("--mse", metavar="DIR", help="MSE-SR outputs")
+    parser.add_argument("--mask", metavar="DIR", help="artifact masks (0/255 PNG, SR size)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="checkpoints and the final model")
+    parser.add_argument("--iters", type=positive_int, default=1000, help="iterations (default 1000)")
+    parser.add_argument("--ckpt-every", type=positive_int, default=100, help="checkpoint period (default 100)")
+    parser.add_argument("--batch", type=positive_int, default=48, help="total batch over all processes (48)")
+    parser.add_argument("--patch", type=positive_int, default=256, help="HR patch size (256)")
+    parser.add_argument("--learning-rate", type=finite_float, default=1e-4, help="Adam lr, both nets (1e-4)")
+    parser.add_argument("--pixel-weight", type=finite_float, default=1.0, help="L1 weight (1)")
+    parser.add_argument("--perceptual-weight", type=finite_float, default=1.0,
+                        help="VGG19 perceptual weight (1; 0 turns it off and needs no VGG file)")
+    parser.add_argument("--gan-weight", type=finite_float, default=0.1, help="GAN weight (0.1)")
+    parser.add_argument("--ema-decay", type=finite_float, default=0.999, help="EMA decay (0.999)")
+    parser.add_argument("--vgg", metavar="PATH", help="VGG19 weights: torchvision state dict or the Keras .h5 "
+                        "(default: found in the torch hub cache or the desra_fast cache)")
+    parser.add_argument("--netd", metavar="PATH", help="discriminator to start from (RealESRGAN_x4plus_netD.pth); "
+                        "default: random init")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of data order and init (0)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun: cuda)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def load_generator(source, device: str = "cpu"):
+    """The trainable RRDBNet of a GAN-SR model file (any form ``load_sr`` reads)."""
+    import copy
+
+    from ..models import RRDBNet, load_sr
+
+    model = load_sr(source)
+    if not isinstance(model.module, RRDBNet):
+        raise ValueError(f"{source}: finetune trains RRDBNet generators (Real-ESRGAN, ESRGAN, LDL); "
+                         f"this model is {model.info.get('arch', type(model.module).__name__)}")
+    net = copy.deepcopy(model.module).float().requires_grad_(True)
+    return net, int(model.scale)
+
+
+def _samples(args, parser):
+    from ..train import data
+
+    folders = [args.gan, args.mse, args.mask]
+    if args.run:
+        if any(folders):
+            parser.error("finetune: give --run RUN_DIR or the folders --lr --gan --mse --mask, not both")
+        return data.from_run(args.run, args.list, lr_dir=args.lr)
+    if args.list:
+        only = data.read_list(args.list)
+    else:
+        only = None
+    if not all(folders + [args.lr]):
+        parser.error("finetune needs --run RUN_DIR or all of --lr --gan --mse --mask")
+    return data.pair_folders(args.lr, args.gan, args.mse, args.mask, only=only)
+
+
+def run(args, parser) -> int:
+    for name in ("learning_rate", "pixel_weight", "perceptual_weight", "gan_weight"):
+        if getattr(args, name) < 0:
+            parser.error(f"finetune: --{name.replace('_', '-')} must be >= 0")
+    from ..models.checkpoint import CheckpointError as ModelCheckpointError
+    from ..train import (CheckpointError, DataError, FinetuneConfig, FinetuneData, finetune,
+                         load_discriminator, load_vgg19)
+
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    try:
+        samples = _samples(args, parser)
+        net_g, scale = load_generator(args.model)
+        cfg = FinetuneConfig(iters=args.iters, ckpt_every=args.ckpt_every, batch=args.batch, patch=args.patch,
+                             learning_rate=args.learning_rate, pixel_weight=args.pixel_weight,
+                             perceptual_weight=args.perceptual_weight, gan_weight=args.gan_weight,
+                             ema_decay=args.ema_decay, seed=args.seed)
+        cfg.check()
+        vgg = load_vgg19(args.vgg) if args.perceptual_weight > 0 else None
+        net_d = load_discriminator(args.netd) if args.netd else None
+        data = FinetuneData(samples, scale, patch=args.patch, seed=args.seed, progress=rank0 and not args.quiet)
+        if rank0:
+            print(f"desra-fast finetune: {len(samples)} training image(s), x{scale}, {args.iters} iterations, "
+                  f"batch {args.batch}, HR patch {args.patch}, VGG19: "
+                  f"{'off' if vgg is None else vgg.convention + ' weights'}", file=sys.stderr)
+        res = finetune(net_g, data, args.out, cfg, vgg=vgg, net_d=net_d, device=args.device,
+                       resume=args.resume, progress=rank0 and not args.quiet)
+    except (DataError, CheckpointError, ModelCheckpointError, FileNotFoundError, ValueError) as exc:
+        print(f"desra-fast finetune: {exc}", file=sys.stderr)
+        return 1
+    if rank0:
+        if res.resumed_from >= res.iterations:
+            print(f"desra-fast finetune: already finished ({res.iterations} iterations): {res.final_path}")
+        else:
+            losses = "  ".join(f"{k} {v:.4g}" for k, v in res.last_losses.items())
+            print(f"desra-fast finetune: {res.iterations - res.resumed_from} iterations in {res.seconds:.1f} s"
+                  f"{' (resumed at ' + str(res.resumed_from) + ')' if res.resumed_from else ''}; "
+                  f"final model {res.final_path}" + (f"; last losses: {losses}" if losses else ""))
+    return 0
