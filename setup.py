@@ -61,6 +61,8 @@ setup(
         "torch": ["torch>=2.1"],
         "triton": ["torch>=2.1", "triton>=3.0"],
         "train": ["torch>=2.1", "h5py>=3.8", "safetensors>=0.4", "tqdm>=4.60"],
+        # SegFormer (ADE20K) segmentation: mmseg .pth and Hugging Face checkpoints.
+        "seg": ["torch>=2.1", "safetensors>=0.4"],
         # ONNX export + ONNX Runtime on CPU. [gpu] is the NVIDIA variant: onnxruntime-gpu (never
         # together with onnxruntime: both ship the same module) and TensorRT.
         "onnx": ["onnx>=1.16,<2", "onnxscript>=0.3", "onnxruntime>=1.18,<2"],
