@@ -79,7 +79,7 @@ def test_feather_keeps_mask_and_fades_within_2r(r):
 
 
 def test_repair_without_mask_uses_detect_on_a_real_pair():
-    gan, mse = real_pair("rocket")
+    gan, mse = (a.copy() for a in real_pair("rocket"))
     mask = desra_fast.detect(gan, mse)
     assert mask.any()
     out = repair(gan, mse)
