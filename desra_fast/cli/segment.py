@@ -1,0 +1,122 @@
+"""``desra-fast segment``: a resumable ADE20K segmentation job over a folder of images."""
+from __future__ import annotations
+
+import os
+import sys
+
+from ._args import positive_int
+
+NAME = "segment"
+HELP = "ADE20K label maps (palette PNGs) of every image of a folder with a SegFormer (resumable)"
+DESCRIPTION = ("Segment every image under IN_DIR (nested folders allowed) with a SegFormer checkpoint "
+               "(mmsegmentation .pth or Hugging Face folder/file) and write OUT_DIR/<relative path>.png: "
+               "a palette PNG whose pixel values are the ADE20K labels 0..149 (coloured with the ADE20K "
+               "palette), readable by `desra-fast detect --seg OUT_DIR`. Preprocessing is "
+               "mmsegmentation's test pipeline of the authors' config by default. One JSON line per image "
+               "goes to OUT_DIR/manifest.jsonl; rerun the same command to resume.")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("-i", "--input", required=True, metavar="IN_DIR", help="images (PNG/JPEG/WebP, 8/16-bit)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="output folder for the label maps")
+    parser.add_argument("--model", required=True, metavar="PATH",
+                        help="SegFormer ADE20K checkpoint: mmseg .pth, or a Hugging Face folder / model file")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--scale", type=positive_int, nargs=2, default=(2048, 640), metavar=("LONG", "SHORT"),
+                        help="mmseg keep-ratio Resize scale (default 2048 640, the authors' config)")
+    parser.add_argument("--preprocess", choices=("mmseg", "hf"), default="mmseg",
+                        help="mmseg's test pipeline (default) or transformers' SegformerImageProcessor")
+    parser.add_argument("--trust", action="store_true",
+                        help="allow a checkpoint whose metadata holds pickled objects (runs unpickling code: "
+                        "only for files you trust)")
+    parser.add_argument("--batch-size", type=positive_int, default=1,
+                        help="same-size images per network call (default 1)")
+    parser.add_argument("--workers", type=positive_int, default=2,
+                        help="threads decoding, and threads writing, images (default 2)")
+    parser.add_argument("--retry-failed", action="store_true", help="retry images an earlier run recorded as failed")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (default: bar on a terminal)")
+    parser.add_argument("--no-fsync", action="store_true", help="do not fsync each file before renaming it into place")
+
+
+def make_job(in_dir: str, out_dir: str, segmenter, batch_size: int = 1):
+    """The :class:`~desra_fast.jobs.FolderJob` of ``desra-fast segment`` (a Segmenter already loaded)."""
+    from .. import imageio
+    from ..jobs import FolderJob, Item, JobError
+    from ..models.segmenter import label_png_bytes
+
+    class SegmentJob(FolderJob):
+        name, noun = "segment", "image"
+        max_batch = batch_size
+
+        def validate(self):
+            if not os.path.isdir(in_dir):
+                raise JobError(f"-i {in_dir}: not a directory")
+
+        def settings(self):
+            i = segmenter.info
+            return {"model_sha256": i.get("source_sha256"), "scale": list(segmenter.scale or ()),
+                    "preprocess": segmenter.preprocess}
+
+        def exclude(self):
+            return (out_dir,)
+
+        def plan(self):
+            items = []
+            for key, rels in sorted(imageio.list_images(in_dir, self.exclude()).items()):
+                it = Item(key, (key + ".png",), {"input": rels[0]}, (os.path.join(in_dir, rels[0]),))
+                if len(rels) > 1:
+                    it.error = f"ambiguous name: several files for {key}: {sorted(rels)}"
+                items.append(it)
+            return items
+
+        def read(self, item):
+            return imageio.read_rgb(item.inputs[0])
+
+        def batch_key(self, item, data):
+            return data.shape, str(data.dtype)
+
+        def info(self, item, data):
+            return {"size": [int(data.shape[1]), int(data.shape[0])]}
+
+        def compute(self, items, datas):
+            import numpy as np
+
+            labels = segmenter.segment(np.stack(datas))
+            return list(labels)
+
+        def encode(self, item, data, result):
+            import numpy as np
+
+            classes = np.bincount(result.ravel(), minlength=1)
+            top = [int(c) for c in np.argsort(classes)[::-1][:5] if classes[c] > 0]
+            return [(item.outputs[0], label_png_bytes(result))], {"top_classes": top}
+
+        def summary_lines(self):
+            return [f"label maps: {out_dir}/<path>.png (palette PNG, values = ADE20K labels)"]
+
+    return SegmentJob()
+
+
+def run(args, parser) -> int:
+    from ..jobs import JobError, RunOptions, format_summary, run_job
+    from ..models import CheckpointError, load_segmenter
+
+    try:
+        seg = load_segmenter(args.model, device=args.device, scale=tuple(args.scale), preprocess=args.preprocess,
+                             trust=args.trust, batch_size=args.batch_size)
+    except (CheckpointError, ValueError) as exc:
+        print(f"desra-fast segment: error: {exc}", file=sys.stderr)
+        return 1
+    job = make_job(args.input, args.output, seg, args.batch_size)
+    opts = RunOptions(workers=args.workers, retry_failed=args.retry_failed,
+                      progress=False if args.no_progress else None, fsync=not args.no_fsync)
+    try:
+        res = run_job(job, args.output, opts)
+    except JobError as exc:
+        print(f"desra-fast segment: error: {exc}", file=sys.stderr)
+        return 1
+    print(format_summary(job, res), file=sys.stderr)
+    if res.items == 0:
+        print(f"desra-fast segment: error: no images (.png/.jpg/.jpeg/.webp) found in {args.input}", file=sys.stderr)
+        return 1
+    return res.exit_code
