@@ -19,7 +19,7 @@ import torch.nn.functional as F  # noqa: E402
 from desra_fast.train import (DEFAULT_LAYER_WEIGHTS, GANLoss, L1Loss, PerceptualLoss,  # noqa: E402
                               UNetDiscriminatorSN, ema_update, find_vgg19, load_discriminator,
                               load_vgg19)
-from desra_fast.train.checkpoint import CheckpointError  # noqa: E402
+from desra_fast.models.checkpoint import CheckpointError  # noqa: E402  (base of the train one)
 
 # conv layers of VGG19 in order, and the pooling after the 2nd, 4th, 8th, 12th, 16th conv
 CONVS = [(1, 1), (1, 2), (2, 1), (2, 2), (3, 1), (3, 2), (3, 3), (3, 4),

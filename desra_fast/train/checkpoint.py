@@ -25,13 +25,14 @@ import numpy as np
 import torch
 
 from ..imageio import TMP_SUFFIX, remove_stale_tmp_files, write_bytes_atomic
+from ..models.checkpoint import CheckpointError as ModelCheckpointError
 
 FORMAT = "desra_fast.finetune/1"
 _NAME = re.compile(r"^iter_(\d{8})\.pth$")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint or weight file that cannot be used (corrupt, wrong keys, other settings)."""
+class CheckpointError(ModelCheckpointError):
+    """A training checkpoint that cannot be used (corrupt, wrong keys, other settings)."""
 
 
 def checkpoint_path(folder: os.PathLike, iteration: int) -> Path:
@@ -129,35 +130,12 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 
 
 def load_state_file(path: os.PathLike) -> Dict[str, torch.Tensor]:
-    """A state dict from a weight file, safely: ``.safetensors``, or a torch file read with
-    ``weights_only=True``; a ``{'params_ema'|'params'|'state_dict': sd}`` wrapper is unpacked
-    (``params_ema`` preferred, as Real-ESRGAN's inference does)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.suffix.lower() == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError as exc:  # pragma: no cover
-            raise ImportError("reading .safetensors needs the safetensors package") from exc
-        try:
-            return load_file(os.fspath(path))
-        except Exception as exc:
-            raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from None
-    try:
-        obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: unreadable or unsafe weight file ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''}); only plain "
-                              "state dicts are read (weights_only)") from None
-    if isinstance(obj, dict):
-        for key in ("params_ema", "params", "state_dict"):
-            if key in obj and isinstance(obj[key], dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: expected a state dict of tensors")
-    return obj
+    """A state dict from a weight file, safely (``.safetensors``, or ``torch.load`` with
+    ``weights_only``; ``params_ema`` preferred over ``params``, as Real-ESRGAN's inference):
+    :func:`desra_fast.models.checkpoint.read_state_dict`."""
+    from ..models.checkpoint import read_state_dict
+
+    return read_state_dict(path)[0]
 
 
 __all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "list_checkpoints",
