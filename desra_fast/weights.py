@@ -7,6 +7,7 @@ The authors' table (their ``SSIM_MSE_GAN_threshold.txt``) ships as
 from __future__ import annotations
 
 import functools
+import os
 from importlib import resources
 from typing import Mapping, Sequence, Union
 
@@ -42,8 +43,9 @@ def load_weights(weights: WeightsLike = None) -> np.ndarray:
 
     Args:
         weights: ``None`` for the authors' table; a sequence/array of 150 non-negative finite
-            numbers (weight per label 0..149); or a ``{class name: weight}`` dict that overrides
-            entries of the authors' table (names as in :func:`class_names`).
+            numbers (weight per label 0..149); a ``{class name: weight}`` dict that overrides
+            entries of the authors' table (names as in :func:`class_names`); or the path of a
+            TSV in the shipped table's format (``desra-fast calibrate`` writes one).
 
     Returns:
         float64 numpy array (150,), read-only when it is the default table.
@@ -59,8 +61,13 @@ def load_weights(weights: WeightsLike = None) -> np.ndarray:
                 raise ValueError(f"weights: unknown ADE20K class name {name!r} (see desra_fast.class_names())")
             out[index[name]] = _check_weight(value, name)
         return out
-    if isinstance(weights, (str, bytes)):
-        raise TypeError("weights must be None, a 150-vector or a {class name: weight} dict, not a string")
+    if isinstance(weights, str) and not os.path.isfile(weights):
+        raise TypeError(f"weights must be None, a 150-vector, a {{class name: weight}} dict or the path of a "
+                        f"weights TSV; the string {weights!r} is no file")
+    if isinstance(weights, (str, os.PathLike)):
+        return read_weights_tsv(weights)
+    if isinstance(weights, bytes):
+        raise TypeError("weights must be None, a 150-vector, a {class name: weight} dict or a TSV path, not bytes")
     if hasattr(weights, "detach"):  # torch tensor
         t = weights.detach().cpu()
         if str(t.dtype) in ("torch.bfloat16", "torch.float16"):  # no numpy equivalent
@@ -77,6 +84,29 @@ def load_weights(weights: WeightsLike = None) -> np.ndarray:
     # A fresh contiguous copy: views of structured arrays (np.genfromtxt(...)['weight']) are
     # strided and unaligned, and the caller may change their array after the call.
     return np.array(arr, dtype=np.float64, order="C")
+
+
+def read_weights_tsv(path) -> np.ndarray:
+    """Weights (150,) float64 from a TSV in the shipped table's format (``label name bin weight``,
+    a header line, labels 0..149 in order). A row whose weight is ``20 / (20 - bin)`` to 1e-6 gets
+    that value computed in float64 (bit-identical to the shipped table); other rows their weight."""
+    try:
+        text = open(os.fspath(path), encoding="utf-8").read()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the weights table ({exc.strerror or exc})") from exc
+    rows = [line.split("\t") for line in text.splitlines()[1:] if line.strip()]
+    out = np.empty(NUM_CLASSES, np.float64)
+    try:
+        if [int(r[0]) for r in rows] != list(range(NUM_CLASSES)):
+            raise ValueError("labels must be 0..149, one row each, in order")
+        for k, r in enumerate(rows):
+            w = _check_weight(float(r[3]), r[1])
+            b = int(r[2])
+            exact = 20.0 / (20.0 - b) if 0 <= b < 20 else None
+            out[k] = exact if exact is not None and abs(exact - w) <= 1e-6 else w
+    except (ValueError, IndexError, TypeError) as exc:
+        raise ValueError(f"{path}: not a weights table (label<TAB>name<TAB>bin<TAB>weight): {exc}") from exc
+    return out
 
 
 def _check_weight(value, name: str) -> float:
