@@ -198,8 +198,10 @@ class PipelineJob(FolderJob):
                 seg = load_segmenter(cfg.seg_model, device=cfg.device, runtime=cfg.runtime)
         except JobError:
             raise
-        except (ValueError, OSError, RuntimeError, ImportError) as exc:
-            raise JobError(f"cannot load the models: {exc}") from exc
+        except Exception as exc:  # any loader failure: one clear job-level error
+            from ..jobs import describe
+
+            raise JobError(f"cannot load the models: {describe(exc)}") from exc
         if gan.scale != mse.scale:
             raise JobError(f"the GAN model is x{gan.scale} and the MSE model x{mse.scale}: "
                            f"their outputs must have the same size")

@@ -86,8 +86,14 @@ class RayExecutor:
             raise _engine.JobError("--engine ray needs Ray: pip install 'desra_fast[ray]' "
                                    "(or pip install 'ray[data]')") from exc
         if not ray.is_initialized():
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+            import logging
+
+            try:
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.WARNING)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
+                raise _engine.JobError(f"cannot start or reach {where}: {exc}") from exc
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # the job's own bar counts images
         ctx.execution_options.preserve_order = False
