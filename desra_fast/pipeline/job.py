@@ -246,7 +246,7 @@ class PipelineJob(FolderJob):
             for name, model in (("gan", m.gan), ("mse", m.mse)):
                 y = model.upscale(x, tile=tile, tile_pad=cfg.tile_pad, precision=cfg.resolved_precision())
                 # the reference tools' rounding: floor(v * max + 0.5), clamped
-                y = y.float().mul_(maxv).add_(0.5).floor_().clamp_(0, maxv).to(qdtype)
+                y = (y.double() if maxv > 255 else y.float()).mul_(maxv).add_(0.5).floor_().clamp_(0, maxv).to(qdtype)
                 if qdtype == torch.int32:
                     y = y.to(torch.uint16) if hasattr(torch, "uint16") else y
                 sync()

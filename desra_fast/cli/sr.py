@@ -1,0 +1,96 @@
+"""``desra-fast sr``: upscale a file or a folder with one SR model (Real-ESRGAN's flags; resumable)."""
+from __future__ import annotations
+
+import sys
+
+from ._args import non_negative_int
+
+NAME = "sr"
+HELP = "upscale an image or a folder with an SR model (Real-ESRGAN's inference flags; resumable)"
+DESCRIPTION = ("Upscale INPUT (a file, or a folder searched recursively, nested folders kept) with MODEL "
+               "(.pth/.safetensors/ncnn .param/packaged name) into OUTPUT/<path>_<suffix>.<ext>, with the "
+               "flags of Real-ESRGAN's inference_realesrgan.py. Grayscale stays grayscale, RGBA keeps an "
+               "upscaled alpha (saved as PNG), 16-bit stays 16-bit. One JSON line per image in "
+               "OUTPUT/manifest.jsonl; rerun the same command to resume.")
+
+
+def _outscale(text: str) -> float:
+    import argparse
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return v
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("-i", "--input", required=True, help="input image or folder")
+    parser.add_argument("-o", "--output", default="results", help="output folder (default results)")
+    parser.add_argument("--model", "--model_path", "--model-path", dest="model", required=True, metavar="PATH",
+                        help="model file (.pth, .safetensors, ncnn .param) or packaged name (realesrgan-x4plus)")
+    parser.add_argument("-s", "--outscale", type=_outscale, default=None,
+                        help="final upsampling scale (default: the model's; others resize its output, Lanczos)")
+    parser.add_argument("--suffix", default="out", help="suffix of the output names (default out; '' for none)")
+    parser.add_argument("-t", "--tile", type=non_negative_int, default=0, help="tile size, 0 for no tiling (default 0)")
+    parser.add_argument("--tile-pad", "--tile_pad", dest="tile_pad", type=non_negative_int, default=10,
+                        help="tile padding (default 10)")
+    parser.add_argument("--pre-pad", "--pre_pad", dest="pre_pad", type=non_negative_int, default=None,
+                        help="pre-padding of the image (default: the model's, 10 for RRDBNet as the ncnn "
+                        "tools; Real-ESRGAN's script defaults to 0)")
+    prec = parser.add_mutually_exclusive_group()
+    prec.add_argument("--fp32", dest="precision", action="store_const", const="fp32",
+                      help="float32 (default on CPU)")
+    prec.add_argument("--half", dest="precision", action="store_const", const="fp16",
+                      help="float16 (default on CUDA, as Real-ESRGAN)")
+    prec.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="bfloat16")
+    parser.add_argument("--alpha_upsampler", "--alpha-upsampler", dest="alpha_upsampler",
+                        choices=("realesrgan", "bicubic"), default="realesrgan",
+                        help="alpha channel: by the model (realesrgan, default) or resized (bicubic: "
+                        "bilinear, as Real-ESRGAN's code does)")
+    parser.add_argument("--ext", choices=("auto", "jpg", "png"), default="auto",
+                        help="output format; auto = the input's (RGBA always png)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    parser.add_argument("-g", "--gpu-id", type=non_negative_int, default=None, help="GPU index (same as --device cuda:N)")
+    parser.add_argument("--runtime", choices=("auto", "torch", "onnxruntime", "tensorrt"), default="auto")
+    parser.add_argument("--workers", type=int, default=2, help="decode threads and write threads (default 2)")
+    parser.add_argument("--retry-failed", action="store_true", help="retry inputs an earlier run recorded as failed")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-fsync", action="store_true")
+
+
+def run(args, parser) -> int:
+    from ..jobs import JobError, RunOptions, format_summary, run_job
+    from ..jobs.sr import SRJob
+
+    device = args.device
+    if args.gpu_id is not None:
+        if device not in (None, "cuda", f"cuda:{args.gpu_id}"):
+            parser.error(f"--gpu-id {args.gpu_id} contradicts --device {device}")
+        device = f"cuda:{args.gpu_id}"
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision = args.precision or ("fp16" if device.startswith("cuda") else "fp32")
+    job = SRJob(args.input, args.output, args.model, outscale=args.outscale, tile=args.tile, tile_pad=args.tile_pad,
+                pre_pad=args.pre_pad, precision=precision,
+                alpha_upsampler="model" if args.alpha_upsampler == "realesrgan" else "bilinear",
+                ext=args.ext, suffix=args.suffix, device=device, runtime=args.runtime)
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
+    opts = RunOptions(workers=args.workers, retry_failed=args.retry_failed,
+                      progress=False if args.no_progress else None, fsync=not args.no_fsync)
+    try:
+        res = run_job(job, args.output, opts)
+    except JobError as exc:
+        print(f"desra-fast sr: error: {exc}", file=sys.stderr)
+        return 1
+    print(format_summary(job, res), file=sys.stderr)
+    if res.items == 0:
+        print(f"desra-fast sr: error: no images (.png/.jpg/.jpeg/.webp) found in {args.input}", file=sys.stderr)
+        return 1
+    return res.exit_code
