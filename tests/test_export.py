@@ -145,7 +145,7 @@ def test_metadata_round_trip(x4plus):
     assert loaded.scale == 4 and loaded.info["pre_pad"] == 10 and loaded.info["pad_mode"] == "reflect"
 
 
-@pytest.mark.parametrize("scale", [1, 2, 4])
+@pytest.mark.parametrize("scale", [1, 2])      # x4: the tiny fixture and x4plus
 def test_rrdbnet_scales(tmp_path, scale):
     torch.manual_seed(scale)
     model = load_sr(RRDBNet(scale=scale, num_block=1, num_feat=8, num_grow_ch=4), scale=scale)

@@ -95,6 +95,9 @@ def _read_torch_file(path: Path, trust: bool) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         msg = str(exc)
+        if not _looks_like_torch_file(path):
+            raise CheckpointError(f"{path}: not a torch checkpoint, neither a zip archive nor a pickle "
+                                  "(truncated or corrupt?)") from exc
         if "Weights only load failed" not in msg:
             raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): "
                                   f"{msg.splitlines()[0] if msg else exc!r}") from exc
@@ -102,7 +105,7 @@ def _read_torch_file(path: Path, trust: bool) -> Any:
             raise CheckpointError(
                 f"{path}: the checkpoint holds pickled Python objects besides tensors (typically numpy "
                 "arrays in its 'meta', as mmcv-era checkpoints do), which torch.load(weights_only=True) "
-                "refuses. Unpickling them can run arbitrary code: pass trust=True (CLI: --trust) only "
+                f"refuses ({_unsafe_global(msg)}). Unpickling them can run arbitrary code: pass trust=True (CLI: --trust) only "
                 "for a file whose origin you trust, or re-save its 'state_dict' alone.") from exc
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): {exc}") from exc
@@ -110,6 +113,19 @@ def _read_torch_file(path: Path, trust: bool) -> Any:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
         raise CheckpointError(f"{path}: cannot unpickle the checkpoint: {exc}") from exc
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """A zip archive (torch >= 1.6) or a pickle (protocol 2+ starts with 0x80)."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80"
+
+
+def _unsafe_global(msg: str) -> str:
+    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", msg)
+    return f"first refused object: {m.group(1)}" if m else "non-tensor objects"
 
 
 def _read_safetensors(path: Path) -> Dict[str, Any]:
@@ -686,7 +702,9 @@ def load_segmenter(source: Union[str, os.PathLike], *, device="cpu", scale: Opti
             ``model.safetensors`` or ``pytorch_model.bin``) or one of those files.
         device: torch device for the network (``"cpu"``, ``"cuda"``...).
         scale: mmseg's keep-ratio resize scale (default (2048, 640), the authors' config), or None.
-        runtime: ``"auto"`` or ``"torch"`` (eager PyTorch).
+        runtime: ``"auto"``, ``"torch"`` (eager PyTorch), ``"onnxruntime"`` or ``"tensorrt"``
+            (:mod:`desra_fast.runtime`); an ``.onnx`` / ``.engine`` written by
+            :func:`desra_fast.export.to_onnx` loads directly with its stored preprocessing.
         preprocess: ``"mmseg"`` (default) or ``"hf"`` (transformers' SegformerImageProcessor).
         trust: allow unpickling non-tensor objects (e.g. numpy arrays in an mmcv checkpoint's
             ``meta``); only for files you trust — unpickling can run code.
@@ -703,8 +721,15 @@ def load_segmenter(source: Union[str, os.PathLike], *, device="cpu", scale: Opti
         (listed), wrong shapes, a class count other than ``num_classes``, pickled objects
         without ``trust=True``.
     """
-    if runtime not in ("auto", "torch"):
-        raise ValueError(f"runtime must be 'auto' or 'torch' for a checkpoint, got {runtime!r}")
+    # --- runtimes (desra_fast.runtime): .onnx / .engine files, runtime="onnxruntime"|"tensorrt" ---
+    from ..runtime import RUNTIMES, prepare_model, source_kind
+
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    if source_kind(source) != "torch":
+        return _load_exported(source, device=device, scale=scale, runtime=runtime, preprocess=preprocess,
+                              num_classes=num_classes, batch_size=batch_size)
+    # --- end runtimes ---
     src = Path(os.fspath(source))
     path, cfg_path = _resolve_files(src)
     if path.suffix == ".safetensors":
@@ -730,7 +755,32 @@ def load_segmenter(source: Union[str, os.PathLike], *, device="cpu", scale: Opti
                 num_classes=cfg.num_classes, ln_eps=cfg.ln_eps, config=cfg.to_dict(), source=str(src),
                 source_sha256=_file_sha256(path))
     model = model.to(device)
-    return Segmenter(model, info=info, device=device, scale=scale, preprocess=preprocess, batch_size=batch_size)
+    seg = Segmenter(model, info=info, device=device, scale=scale, preprocess=preprocess, batch_size=batch_size)
+    # --- runtimes: a non-torch runtime runs the (cached) export of this model ---
+    rt, _, runner = prepare_model(source, kind="segmenter", runtime=runtime, device=device, load_torch=lambda: seg)
+    seg.runner = runner
+    seg.info["runtime"] = rt
+    return seg
+
+
+def _load_exported(source, *, device, scale, runtime, preprocess, num_classes, batch_size) -> Segmenter:
+    """A Segmenter running an exported ``.onnx`` / ``.engine`` (desra_fast.runtime). The file's
+    preprocessing (resize scale, mmseg/hf, mean/std) is used unless other values are passed."""
+    from ..runtime import prepare_model
+
+    rt, info, runner = prepare_model(source, kind="segmenter", runtime=runtime, device=device)
+    info = dict(info)
+    if num_classes is not None and int(info.get("num_classes", NUM_CLASSES)) != num_classes:
+        raise CheckpointError(f"{source}: the exported segmenter has {info.get('num_classes')} classes, expected "
+                              f"{num_classes}; pass num_classes=None to accept it")
+    if preprocess == "mmseg":
+        preprocess = info.get("preprocess", "mmseg")
+    if scale == (2048, 640):
+        scale = tuple(info["scale"]) if info.get("scale") is not None else None
+    info.update(runtime=rt, exported=str(source))
+    return Segmenter(None, info=info, device=device, scale=scale, preprocess=preprocess, runner=runner,
+                     batch_size=batch_size, mean=tuple(info.get("mean", MEAN)), std=tuple(info.get("std", STD)))
+    # --- end runtimes ---
 
 
 def save_label_png(path, labels: np.ndarray, *, fsync: bool = True) -> None:
