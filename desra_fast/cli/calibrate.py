@@ -33,6 +33,8 @@ def add_arguments(parser) -> None:
                         help="image a --seg-model segments (default gan, as the released script)")
     parser.add_argument("--window", choices=("gaussian", "box"), default="gaussian", help="D-map window")
     parser.add_argument("--device", default="cpu", help="torch device of --seg-model (default cpu)")
+    parser.add_argument("--scale", type=positive_int, nargs=2, default=(2048, 640), metavar=("LONG", "SHORT"),
+                        help="--seg-model's mmseg keep-ratio Resize scale (default 2048 640)")
     parser.add_argument("--trust", action="store_true", help="allow pickled objects in the --seg-model checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -65,7 +67,7 @@ def run(args, parser) -> int:
         from ..models import CheckpointError, load_segmenter
 
         try:
-            seg = load_segmenter(args.seg_model, device=args.device, trust=args.trust)
+            seg = load_segmenter(args.seg_model, device=args.device, scale=tuple(args.scale), trust=args.trust)
         except (CheckpointError, ValueError) as exc:
             print(f"desra-fast calibrate: error: {exc}", file=sys.stderr)
             return 1
