@@ -110,13 +110,14 @@ def latest_checkpoint(folder: os.PathLike) -> Optional[Dict[str, Any]]:
 
 
 def rng_state() -> Dict[str, Any]:
-    """Every global RNG state, as tensors and plain Python values (``weights_only``-loadable)."""
+    """Every global RNG state (torch CPU and CUDA, numpy, python), as tensors and plain Python values (``weights_only``-loadable)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
         "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
     }
 
 
@@ -127,6 +128,9 @@ def set_rng_state(state: Dict[str, Any]) -> None:
                          n["cached_gaussian"]))
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def load_state_file(path: os.PathLike) -> Dict[str, torch.Tensor]:
