@@ -307,15 +307,15 @@ def test_large_images_are_tiled(tiny_models, tmp_path, monkeypatch):
     import desra_fast.pipeline.job as job
 
     root = tmp_path / "lr"
-    make_lr_folder(root, n=2, bad=False, formats=False)
+    make_lr_folder(root, n=1, bad=False, formats=False)
     monkeypatch.setattr(job, "AUTO_TILE_MAX_PIXELS", 1000)  # every crop counts as large here
-    monkeypatch.setattr(job, "AUTO_TILE", 16)
+    monkeypatch.setattr(job, "AUTO_TILE", 24)
     out = tmp_path / "out"
     res = pipeline.run(str(root), tiny_models["gan"], tiny_models["mse"], str(out), area_threshold=AREA,
                        save_sr="png", progress=False)
     assert res.exit_code == 0
     for r in read_manifest(out):
-        assert r["tile"] == 16
+        assert r["tile"] == 24
         lr = decode_lr_independently(root / r["lr"])
         mse = read_rgb_cv2(out / "mse" / (key(r["lr"]) + ".png"))  # nearest x4 is tile-invariant
         np.testing.assert_array_equal(mse, lr.repeat(SCALE, 0).repeat(SCALE, 1))
