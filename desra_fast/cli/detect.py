@@ -20,6 +20,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seg", metavar="SEG_DIR", default=None,
                         help="ADE20K label maps (8-bit PNG, values 0..149) of the GAN-SR images at the same "
                         "relative paths; enables the semantic adjustment")
+    parser.add_argument("--seg-model", metavar="PATH", default=None,
+                        help="segment each GAN-SR image with this ADE20K SegFormer (mmseg .pth or Hugging Face "
+                        "folder) for the semantic adjustment, instead of --seg label maps")
     parser.add_argument("--threshold", type=finite_float, default=0.7, help="D' below this is suspicious (default 0.7)")
     parser.add_argument("--area-threshold", type=non_negative_int, default=4000,
                         help="keep regions of more than this many pixels (default 4000)")
@@ -43,6 +46,7 @@ def run(args, parser) -> int:
     from ..jobs.detect import JobConfig, JobError, format_summary, run_job
 
     cfg = JobConfig(gan_dir=args.gan, mse_dir=args.mse, out_dir=args.out, seg_dir=args.seg,
+                    seg_model=args.seg_model,
                     threshold=args.threshold, area_threshold=args.area_threshold, window=args.window,
                     backend=args.backend, workers=args.workers, overlay=args.overlay,
                     retry_failed=args.retry_failed, progress=False if args.no_progress else None,

@@ -34,6 +34,7 @@ class JobConfig:
     mse_dir: str
     out_dir: str
     seg_dir: Optional[str] = None
+    seg_model: Optional[str] = None  # segment GAN-SR with this ADE20K segmenter (instead of seg_dir)
     threshold: float = 0.7
     area_threshold: int = 4000
     window: str = "gaussian"
@@ -46,8 +47,13 @@ class JobConfig:
 
     def detection_settings(self) -> Dict[str, object]:
         """The settings that change mask content (stored in OUT_DIR/.desra-fast-job.json)."""
-        return {"threshold": float(self.threshold), "area_threshold": int(self.area_threshold),
-                "window": self.window, "seg": self.seg_dir is not None}
+        out = {"threshold": float(self.threshold), "area_threshold": int(self.area_threshold),
+               "window": self.window, "seg": self.seg_dir is not None or self.seg_model is not None}
+        if self.seg_model is not None:
+            from ..pipeline.job import file_fingerprint
+
+            out["seg_model"] = file_fingerprint(self.seg_model) if os.path.exists(self.seg_model) else self.seg_model
+        return out
 
     def options(self) -> RunOptions:
         return RunOptions(workers=self.workers, retry_failed=self.retry_failed, progress=self.progress,
@@ -194,6 +200,7 @@ class DetectJob(FolderJob):
     def __init__(self, cfg: JobConfig, detect_fn: Optional[Callable] = None):
         self.cfg = cfg
         self.detect_fn = detect_fn
+        self.segmenter = None
 
     def validate(self) -> None:
         cfg = self.cfg
@@ -202,6 +209,10 @@ class DetectJob(FolderJob):
                 raise JobError(f"{name} {d}: not a directory")
         if cfg.workers < 1:
             raise JobError(f"--workers must be >= 1, got {cfg.workers}")
+        if cfg.seg_model is not None and cfg.seg_dir is not None:
+            raise JobError("give --seg SEG_DIR (label maps) or --seg-model PATH (segment GAN-SR), not both")
+        if cfg.seg_model is not None and not os.path.exists(cfg.seg_model):
+            raise JobError(f"--seg-model {cfg.seg_model}: no such file or folder")
         for name, d in (("--gan", cfg.gan_dir), ("--mse", cfg.mse_dir), ("--seg", cfg.seg_dir)):
             # Masks written into an input folder would be read back as inputs (and PNG inputs
             # taken for finished masks): the output must be a folder of its own.
@@ -229,6 +240,15 @@ class DetectJob(FolderJob):
     def setup(self) -> None:
         if self.detect_fn is None:
             self.detect_fn = make_detector(self.cfg.backend)
+        if self.cfg.seg_model is not None and self.segmenter is None:
+            from ..models import load_segmenter
+
+            try:
+                self.segmenter = load_segmenter(self.cfg.seg_model)
+            except Exception as exc:
+                from .engine import describe
+
+                raise JobError(f"cannot load the segmenter {self.cfg.seg_model}: {describe(exc)}") from exc
 
     def read(self, item: Item):
         return read_pair(*item.extra)
@@ -245,6 +265,8 @@ class DetectJob(FolderJob):
         gan = np.stack([d[0] for d in datas])
         mse = np.stack([d[1] for d in datas])
         seg = np.stack([d[2] for d in datas]) if datas[0][2] is not None else None
+        if self.segmenter is not None:
+            seg = self.segmenter.segment(gan)  # (N, H, W) ADE20K labels of GAN-SR
         masks, counts = self.detect_fn(gan, mse, seg, threshold=cfg.threshold, area_threshold=cfg.area_threshold,
                                        window=cfg.window, backend=cfg.backend, return_counts=True)
         return [(np.asarray(masks[i], dtype=bool), int(counts[i])) for i in range(len(datas))]

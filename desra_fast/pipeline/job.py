@@ -71,11 +71,13 @@ class PipelineConfig:
 
 
 def file_fingerprint(path: str) -> str:
-    """sha256 of a model file (with the ``.bin`` of an ncnn ``.param``), so that a restart
-    with other weights under the same name is refused."""
+    """sha256 of a model file (with the ``.bin`` of an ncnn ``.param``; every file of a
+    Hugging Face folder), so that a restart with other weights under the same name is refused."""
     h = hashlib.sha256()
     paths = [path]
-    if str(path).endswith(".param"):
+    if os.path.isdir(path):
+        paths = sorted(str(p) for p in Path(path).rglob("*") if p.is_file())
+    elif str(path).endswith(".param"):
         paths.append(str(Path(path).with_suffix(".bin")))
     for p in paths:
         try:
@@ -145,7 +147,7 @@ class PipelineJob(FolderJob):
         if os.path.realpath(cfg.out_dir) == os.path.realpath(cfg.lr_dir):
             raise JobError(f"--out {cfg.out_dir} is the --lr folder; give the outputs a folder of their own")
         for flag, p in (("--gan-model", cfg.gan_model), ("--mse-model", cfg.mse_model), ("--seg-model", cfg.seg_model)):
-            if p is not None and not os.path.isfile(p):
+            if p is not None and not os.path.exists(p):
                 raise JobError(f"{flag} {p}: no such file")
         if cfg.save_sr not in SR_FORMATS:
             raise JobError(f"--save-sr must be one of {SR_FORMATS}, got {cfg.save_sr!r}")
