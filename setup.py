@@ -67,6 +67,8 @@ setup(
         # together with onnxruntime: both ship the same module) and TensorRT.
         "onnx": ["onnx>=1.16,<2", "onnxscript>=0.3", "onnxruntime>=1.18,<2"],
         "gpu": ["onnx>=1.16,<2", "onnxscript>=0.3", "onnxruntime-gpu>=1.18,<2", "tensorrt>=10.0"],
+        # desra-fast run --engine ray (Ray Data actors on one machine or a cluster).
+        "ray": ["ray[data]>=2.40,<3"],
         "test": [
             "pytest>=7", "pytest-benchmark>=4", "hypothesis>=6", "scipy>=1.10",
             "scikit-image>=0.21", "pillow>=9",
