@@ -223,3 +223,18 @@ def test_enhance_realesrgan_semantics():
         m.enhance(rgb, outscale=0)
     with pytest.raises(ValueError, match="expected"):
         m.enhance(np.zeros((4, 4, 2), np.uint8))
+
+
+def test_channels_last_same_results(tmp_path):
+    torch.manual_seed(0)
+    net = RRDBNet(num_feat=8, num_block=1, num_grow_ch=4)
+    p = tmp_path / "m.pth"
+    torch.save({"params_ema": net.state_dict()}, p)
+    from desra_fast.models import load_sr
+
+    a, b = load_sr(p), load_sr(p, channels_last=True)
+    assert b.channels_last and not a.channels_last
+    img = _img(12, 10)
+    fa, fb = a.upscale(img.astype(np.float32) / 255), b.upscale(img.astype(np.float32) / 255, tile=7)
+    assert np.abs(fa - b.upscale(img.astype(np.float32) / 255)).max() < 1e-5
+    assert np.abs(fb - a.upscale(img.astype(np.float32) / 255, tile=7)).max() < 1e-5

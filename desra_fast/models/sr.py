@@ -67,6 +67,9 @@ class SRModel:
         runner: optional callable replacing the module in :meth:`forward` (e.g. an ONNX Runtime
             session): float32 NCHW tensor -> float32 NCHW tensor. Tiling, pre-padding and rounding
             stay in :meth:`upscale` whatever the runner.
+        channels_last: run the torch module in channels-last memory format (NHWC; oneDNN's
+            fastest convolution layout on CPU, with ``precision="bf16"`` the fastest CPU path:
+            see ``benchmarks/sr_cpu.py``). Results equal the NCHW ones up to float rounding.
 
     Attributes:
         scale (int), device (torch.device), module (nn.Module), info (dict), runner,
@@ -78,7 +81,7 @@ class SRModel:
     """
 
     def __init__(self, module: nn.Module, info: dict, *, device: str | torch.device = "cpu",
-                 runner: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 runner: Callable[[torch.Tensor], torch.Tensor] | None = None, channels_last: bool = False):
         if "scale" not in info or "arch" not in info:
             raise ValueError("SRModel: info needs 'arch' and 'scale'")
         self.device = _device(device)
@@ -88,6 +91,9 @@ class SRModel:
         self.module = module.to(self.device).eval() if module is not None else None
         for p in self.module.parameters() if module is not None else ():
             p.requires_grad_(False)
+        self.channels_last = bool(channels_last) and self.module is not None
+        if self.channels_last:
+            self.module = self.module.to(memory_format=torch.channels_last)
         self.info = dict(info)
         self.scale = int(self.info["scale"])
         pp, mode = _PRE_PAD.get(self.info["arch"], _DEFAULT_PRE_PAD)
@@ -128,6 +134,8 @@ class SRModel:
     @torch.no_grad()
     def _run_tile(self, x: torch.Tensor, dtype: torch.dtype, where: str) -> tuple[torch.Tensor, int]:
         recomputed = 0
+        if self.channels_last and self.runner is None:
+            x = x.contiguous(memory_format=torch.channels_last)
         try:
             if dtype == torch.float32:
                 y = self.forward(x)
@@ -375,7 +383,7 @@ def _sha256(*paths: Path) -> str:
 
 
 # ---------------------------------------------------------------------- loading
-_OPTIONS = {"bin", "noise_level", "scale", "key", "pre_pad", "pad_mode", "precision"}
+_OPTIONS = {"bin", "noise_level", "scale", "key", "pre_pad", "pad_mode", "precision", "channels_last"}
 
 
 def _read_source(source, options: dict) -> tuple[nn.Module, dict]:
@@ -473,7 +481,8 @@ def load_sr(source, *, device: str | torch.device = "cpu", runtime: str = "auto"
         **options: ``precision`` (TensorRT engine: ``"fp32"``/``"fp16"``/``"bf16"``), ``bin`` (ncnn weights path), ``noise_level`` (SRMD: -1..255, default 10;
             noise-free models take none), ``scale`` (override the inferred scale of a
             RRDBNet checkpoint), ``key`` (checkpoint entry, e.g. ``"params"``), ``pre_pad`` and
-            ``pad_mode`` (override the architecture's defaults).
+            ``pad_mode`` (override the architecture's defaults), ``channels_last`` (bool, default
+            False: NHWC memory format for the torch module, faster on CPU).
 
     Returns:
         :class:`SRModel`; ``.info`` holds ``arch``, ``scale``, ``pre_pad``, ``pad_mode``, the
@@ -503,4 +512,4 @@ def load_sr(source, *, device: str | torch.device = "cpu", runtime: str = "auto"
     dev = _device(device)
     runner = _runner_for(runtime, module, info, dev, options)
     info["runtime"] = "torch" if runner is None else runner.runtime
-    return SRModel(module, info, device=dev, runner=runner)
+    return SRModel(module, info, device=dev, runner=runner, channels_last=bool(options.get("channels_last", False)))
