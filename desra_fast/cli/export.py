@@ -66,7 +66,7 @@ def _load(args):
     from ..models.segmenter import load_segmenter
 
     try:
-        return load_segmenter(args.model, runtime="torch", scale=None, num_classes=None)
+        return load_segmenter(args.model, runtime="torch", num_classes=None)   # its preprocessing is stored
     except Exception as e:
         if args.kind == "segmenter":
             raise
