@@ -63,6 +63,12 @@ setup(
         "train": ["torch>=2.1", "h5py>=3.8", "safetensors>=0.4", "tqdm>=4.60"],
         # SegFormer (ADE20K) segmentation: mmseg .pth and Hugging Face checkpoints.
         "seg": ["torch>=2.1", "safetensors>=0.4"],
+        # SR models (load_sr): .safetensors files; [spandrel] adds SwinIR, HAT, SPAN... checkpoints
+        # (spandrel needs torchvision, whose wheel pins its own torch: install the matching pair).
+        "sr": ["torch>=2.1", "safetensors>=0.4"],
+        "spandrel": ["torch>=2.1", "safetensors>=0.4", "spandrel>=0.4"],
+        # the reference runtime the SR tests and benchmarks compare against; model wheels are --no-deps
+        "ncnn": ["ncnn>=1.0.20240410"],
         # ONNX export + ONNX Runtime on CPU. [gpu] is the NVIDIA variant: onnxruntime-gpu (never
         # together with onnxruntime: both ship the same module) and TensorRT.
         "onnx": ["onnx>=1.16,<2", "onnxscript>=0.3", "onnxruntime>=1.18,<2"],
