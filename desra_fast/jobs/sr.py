@@ -50,6 +50,9 @@ class SRJob(FolderJob):
             raise JobError(f"--input {self.input}: no such file or folder")
         if os.path.isdir(self.input) and os.path.realpath(self.input) == os.path.realpath(self.output):
             raise JobError(f"--output {self.output} is the input folder; give the results a folder of their own")
+        from ..pipeline.job import resolve_model
+
+        self.model_path = resolve_model(self.model_path, "--model")
         if self.ext not in EXTS:
             raise JobError(f"--ext must be one of {EXTS}, got {self.ext!r}")
         if "/" in self.suffix or os.sep in self.suffix:
@@ -58,8 +61,7 @@ class SRJob(FolderJob):
     def settings(self):
         from ..pipeline.job import file_fingerprint
 
-        model = file_fingerprint(self.model_path) if os.path.isfile(self.model_path) else self.model_path
-        return {"model": model, "outscale": self.outscale, "tile": self.tile, "tile_pad": self.tile_pad,
+        return {"model": file_fingerprint(self.model_path), "outscale": self.outscale, "tile": self.tile, "tile_pad": self.tile_pad,
                 "pre_pad": self.pre_pad, "precision": self.precision, "alpha_upsampler": self.alpha_upsampler,
                 "ext": self.ext, "suffix": self.suffix, "runtime": self.runtime}
 

@@ -89,6 +89,21 @@ def file_fingerprint(path: str) -> str:
     return h.hexdigest()
 
 
+def resolve_model(source: str, flag: str) -> str:
+    """A model file path, or the path of a packaged model name (``realesrgan-x4plus``, ``srmd-x4``:
+    :mod:`desra_fast.models.zoo`); JobError when it is neither."""
+    if os.path.exists(source):
+        return source
+    from ..models import zoo
+
+    if source in zoo.MODELS:
+        try:
+            return str(zoo.packaged_model(source))
+        except FileNotFoundError as exc:
+            raise JobError(f"{flag} {source}: {exc}") from exc
+    raise JobError(f"{flag} {source}: no such file (nor a packaged model name: {', '.join(zoo.available_models())})")
+
+
 def select_keys(found: Dict[str, List[str]], only: Optional[Sequence[str]], limit: Optional[int]) -> List[str]:
     """Keys (relative paths without extension) of the LR images to process: all of ``found``,
     or those named by ``only`` (relative paths with or without extension, as ``desra-fast
@@ -146,9 +161,10 @@ class PipelineJob(FolderJob):
             raise JobError(f"--lr {cfg.lr_dir}: not a directory")
         if os.path.realpath(cfg.out_dir) == os.path.realpath(cfg.lr_dir):
             raise JobError(f"--out {cfg.out_dir} is the --lr folder; give the outputs a folder of their own")
-        for flag, p in (("--gan-model", cfg.gan_model), ("--mse-model", cfg.mse_model), ("--seg-model", cfg.seg_model)):
-            if p is not None and not os.path.exists(p):
-                raise JobError(f"{flag} {p}: no such file")
+        cfg.gan_model = resolve_model(cfg.gan_model, "--gan-model")
+        cfg.mse_model = resolve_model(cfg.mse_model, "--mse-model")
+        if cfg.seg_model is not None and not os.path.exists(cfg.seg_model):
+            raise JobError(f"--seg-model {cfg.seg_model}: no such file")
         if cfg.save_sr not in SR_FORMATS:
             raise JobError(f"--save-sr must be one of {SR_FORMATS}, got {cfg.save_sr!r}")
         if cfg.precision not in PRECISIONS:

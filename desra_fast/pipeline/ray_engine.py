@@ -89,8 +89,8 @@ class RayExecutor:
             import logging
 
             try:
-                ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.WARNING)
+                kw = {} if self.address else {"include_dashboard": False}  # only for a new instance
+                ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING, **kw)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
                 raise _engine.JobError(f"cannot start or reach {where}: {exc}") from exc
