@@ -170,6 +170,9 @@ def test_unknown_layer_and_bad_param(tmp_path):
         load_sr(_copy(param, tmp_path, text="123\n" + "\n".join(lines[1:])))
     with pytest.raises(NcnnFormatError, match="header announces 14 layers"):
         load_sr(_copy(param, tmp_path, text="\n".join(param.read_text().splitlines()[:-2])))
+    dangling = param.read_text().replace(" 26 28 ", " zz 28 ", 1)
+    with pytest.raises(NcnnFormatError, match=r"input blob\(s\) \['zz'\] are not produced"):
+        load_sr(_copy(param, tmp_path, text=dangling))
     bad = param.read_text().replace("6=147456", "6=147455", 1)
     with pytest.raises(NcnnFormatError, match="inconsistent"):
         load_sr(_copy(param, tmp_path, text=bad))

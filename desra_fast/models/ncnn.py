@@ -114,6 +114,8 @@ def read_param(path: str | Path) -> list[NcnnLayer]:
                 or len(tok) < 4 + n_in + n_out:
             raise NcnnFormatError(f"{where}: bad input/output counts in {ln.strip()!r}")
         inputs, outputs = tok[4:4 + n_in], tok[4 + n_in:4 + n_in + n_out]
+        if n_out < 1:
+            raise NcnnFormatError(f"{where}: layer {name} has no output blob")
         params: dict[int, object] = {}
         for kv in tok[4 + n_in + n_out:]:
             if "=" not in kv:
@@ -190,6 +192,8 @@ def _conv_geometry(l: NcnnLayer, path: Path) -> dict:
     groups = l.get(7, 1) if l.type == "ConvolutionDepthWise" else 1
     size = l.get(6, 0)
     where = f"{path}: layer {l.name} ({l.type})"
+    if not all(isinstance(v, int) for v in (out, kw, kh, dw, dh, sw, sh, pl, pr, pt, pb, groups, size)):
+        raise NcnnFormatError(f"{where}: convolution geometry parameters must be integers")
     if l.get(8, 0):
         raise NcnnFormatError(f"{where}: int8 quantized convolutions are not supported")
     if min(pl, pr, pt, pb) < 0:
@@ -287,8 +291,13 @@ class NcnnGraphModule(nn.Module):
         self.input_blob = inputs[0].outputs[0]
         produced = {b for l in model.layers for b in l.outputs}
         self.output_blob = "output" if "output" in produced else model.layers[-1].outputs[0]
+        known: set[str] = set()
         for l in model.layers:
             where = f"{model.param_path}: layer {l.name} ({l.type})"
+            missing = [b for b in l.inputs if b not in known]
+            if missing:
+                raise NcnnFormatError(f"{where}: input blob(s) {missing} are not produced by an earlier layer")
+            known.update(l.outputs)
             key = re.sub(r"[^0-9A-Za-z_]", "_", l.name) or "layer"
             while key in self.layers:
                 key += "_"
