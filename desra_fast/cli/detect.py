@@ -1,9 +1,8 @@
 """``desra-fast detect``: a resumable detection job over a GAN-SR folder and an MSE-SR folder."""
 from __future__ import annotations
 
-import sys
-
 from ._args import BACKENDS, finite_float, non_negative_int, positive_int
+from ._jobs import run_and_report
 
 NAME = "detect"
 HELP = "detect artifacts for every GAN-SR/MSE-SR pair of two folders (resumable)"
@@ -43,22 +42,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args, parser) -> int:
-    from ..jobs.detect import JobConfig, JobError, format_summary, run_job
+    from ..jobs.detect import DetectJob, JobConfig, run_job
 
     cfg = JobConfig(gan_dir=args.gan, mse_dir=args.mse, out_dir=args.out, seg_dir=args.seg,
-                    seg_model=args.seg_model,
-                    threshold=args.threshold, area_threshold=args.area_threshold, window=args.window,
-                    backend=args.backend, workers=args.workers, overlay=args.overlay,
+                    seg_model=args.seg_model, threshold=args.threshold, area_threshold=args.area_threshold,
+                    window=args.window, backend=args.backend, workers=args.workers, overlay=args.overlay,
                     retry_failed=args.retry_failed, progress=False if args.no_progress else None,
                     fsync=not args.no_fsync)
-    try:
-        res = run_job(cfg)
-    except JobError as exc:
-        print(f"desra-fast detect: error: {exc}", file=sys.stderr)
-        return 1
-    print(format_summary(cfg, res), file=sys.stderr)
-    if res.pairs == 0:
-        print(f"desra-fast detect: error: no images (.png/.jpg/.jpeg/.webp) found in {args.gan} or {args.mse}",
-              file=sys.stderr)
-        return 1
-    return res.exit_code
+    return run_and_report(DetectJob(cfg), lambda: run_job(cfg),
+                          f"no images (.png/.jpg/.jpeg/.webp) found in {args.gan} or {args.mse}")

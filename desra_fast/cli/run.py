@@ -1,9 +1,8 @@
 """``desra-fast run``: LR folder -> MSE-SR, GAN-SR, (segmentation), masks, manifest (resumable)."""
 from __future__ import annotations
 
-import sys
-
 from ._args import BACKENDS, finite_float, non_negative_int, positive_int
+from ._jobs import run_and_report, run_options
 
 NAME = "run"
 HELP = "the whole data step: LR images -> SR pair -> mask + manifest (resumable; local or Ray)"
@@ -52,28 +51,21 @@ def add_arguments(parser) -> None:
 
 
 def run(args, parser) -> int:
-    from ..jobs import JobError, format_summary, read_list
+    from ..jobs import read_list
     from ..pipeline import PipelineConfig, PipelineJob
     from ..pipeline import run as run_pipeline
 
-    try:
-        only = read_list(args.only) if args.only else None
-        res = run_pipeline(args.lr, args.gan_model, args.mse_model, args.out, seg_model=args.seg_model,
-                           engine=args.engine, device=args.device, runtime=args.runtime, precision=args.precision,
-                           tile=args.tile, tile_pad=args.tile_pad, batch=args.batch, save_sr=args.save_sr,
-                           overlay=args.overlay, only=only, limit=args.limit, threshold=args.threshold,
-                           area_threshold=args.area_threshold, window=args.window, backend=args.backend,
-                           workers=args.workers, retry_failed=args.retry_failed,
-                           progress=False if args.no_progress else None, fsync=not args.no_fsync,
-                           ray_address=args.ray_address, ray_actors=args.ray_actors)
-    except JobError as exc:
-        print(f"desra-fast run: error: {exc}", file=sys.stderr)
-        return 1
     job = PipelineJob(PipelineConfig(args.lr, args.gan_model, args.mse_model, args.out, seg_model=args.seg_model,
-                                     save_sr=args.save_sr, overlay=args.overlay))
-    print(format_summary(job, res), file=sys.stderr)
-    if res.items == 0:
-        print(f"desra-fast run: error: no images (.png/.jpg/.jpeg/.webp) to process in {args.lr}"
-              + (f" (with --only {args.only})" if args.only else ""), file=sys.stderr)
-        return 1
-    return res.exit_code
+                                     save_sr=args.save_sr, overlay=args.overlay))  # names the summary's outputs
+
+    def start():
+        only = read_list(args.only) if args.only else None
+        return run_pipeline(args.lr, args.gan_model, args.mse_model, args.out, seg_model=args.seg_model,
+                            engine=args.engine, device=args.device, runtime=args.runtime, precision=args.precision,
+                            tile=args.tile, tile_pad=args.tile_pad, batch=args.batch, save_sr=args.save_sr,
+                            overlay=args.overlay, only=only, limit=args.limit, threshold=args.threshold,
+                            area_threshold=args.area_threshold, window=args.window, backend=args.backend,
+                            ray_address=args.ray_address, ray_actors=args.ray_actors, **vars(run_options(args)))
+
+    return run_and_report(job, start, f"no images (.png/.jpg/.jpeg/.webp) to process in {args.lr}"
+                          + (f" (with --only {args.only})" if args.only else ""))

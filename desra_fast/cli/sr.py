@@ -1,9 +1,8 @@
 """``desra-fast sr``: upscale a file or a folder with one SR model (Real-ESRGAN's flags; resumable)."""
 from __future__ import annotations
 
-import sys
-
 from ._args import non_negative_int
+from ._jobs import run_and_report, run_options
 
 NAME = "sr"
 HELP = "upscale an image or a folder with an SR model (Real-ESRGAN's inference flags; resumable)"
@@ -63,7 +62,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args, parser) -> int:
-    from ..jobs import JobError, RunOptions, format_summary, run_job
     from ..jobs.sr import SRJob
 
     device = args.device
@@ -82,15 +80,7 @@ def run(args, parser) -> int:
                 ext=args.ext, suffix=args.suffix, device=device, runtime=args.runtime)
     if args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
-    opts = RunOptions(workers=args.workers, retry_failed=args.retry_failed,
-                      progress=False if args.no_progress else None, fsync=not args.no_fsync)
-    try:
-        res = run_job(job, args.output, opts)
-    except JobError as exc:
-        print(f"desra-fast sr: error: {exc}", file=sys.stderr)
-        return 1
-    print(format_summary(job, res), file=sys.stderr)
-    if res.items == 0:
-        print(f"desra-fast sr: error: no images (.png/.jpg/.jpeg/.webp) found in {args.input}", file=sys.stderr)
-        return 1
-    return res.exit_code
+    from ..jobs import run_job
+
+    return run_and_report(job, lambda: run_job(job, args.output, run_options(args)),
+                          f"no images (.png/.jpg/.jpeg/.webp) found in {args.input}")
