@@ -117,8 +117,10 @@ class SRJob(FolderJob):
         return {"size": list(data.shape[:2]), "mode": mode, "bits": 16 if data.dtype == np.uint16 else 8}
 
     def compute(self, items, datas):
+        # a runtime runner (ONNX Runtime, TensorRT) has its precision fixed when it is built
+        prec = "fp32" if getattr(self.model, "runner", None) is not None else self.precision
         return [self.model.enhance(d, self.outscale, tile=self.tile, tile_pad=self.tile_pad, pre_pad=self.pre_pad,
-                                   precision=self.precision, alpha_upsampler=self.alpha_upsampler) for d in datas]
+                                   precision=prec, alpha_upsampler=self.alpha_upsampler) for d in datas]
 
     def encode(self, item, data, result):
         import cv2

@@ -262,7 +262,9 @@ class PipelineJob(FolderJob):
             x = torch.from_numpy(imgs).to(m.device).permute(0, 3, 1, 2).float().div_(maxv)
             outs = []
             for name, model in (("gan", m.gan), ("mse", m.mse)):
-                y = model.upscale(x, tile=tile, tile_pad=cfg.tile_pad, precision=cfg.resolved_precision())
+                # a runtime runner (ONNX Runtime, TensorRT) has its precision fixed when it is built
+                prec = "fp32" if getattr(model, "runner", None) is not None else cfg.resolved_precision()
+                y = model.upscale(x, tile=tile, tile_pad=cfg.tile_pad, precision=prec)
                 # the reference tools' rounding: floor(v * max + 0.5), clamped
                 y = (y.double() if maxv > 255 else y.float()).mul_(maxv).add_(0.5).floor_().clamp_(0, maxv).to(qdtype)
                 if qdtype == torch.int32:
