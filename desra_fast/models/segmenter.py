@@ -468,7 +468,7 @@ def _resize_rows(x, out_h: int, out_w: int, rows, torch):
             + ly1.to(dev)[:, None, None] * horiz[inv[k:]])
 
 
-def logits_to_labels(logits, sizes: Sequence[Tuple[int, int]], *, strip_bytes: int = 512 << 20):
+def logits_to_labels(logits, sizes: Sequence[Tuple[int, int]], *, strip_bytes: int = 1 << 30):
     """argmax over classes of ``logits`` resized bilinearly through each (h, w) of ``sizes``.
 
     Args:
@@ -484,6 +484,9 @@ def logits_to_labels(logits, sizes: Sequence[Tuple[int, int]], *, strip_bytes: i
     torch = _torch()
     import torch.nn.functional as F
 
+    sizes = [tuple(int(v) for v in sz) for i, sz in enumerate(sizes) if i == 0 or tuple(sz) != tuple(sizes[i - 1])]
+    if tuple(logits.shape[2:]) == sizes[0] and len(sizes) > 1:
+        sizes = sizes[1:]  # resizing to the same size is the identity (weights 1 and 0)
     if not 1 <= len(sizes) <= 2:
         raise ValueError("logits_to_labels: one or two sizes")
     n, k = logits.shape[:2]
