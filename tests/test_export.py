@@ -59,7 +59,7 @@ def _to_tensor(img):
 
 
 # ---------------------------------------------------------------- real weights vs torch
-@pytest.mark.parametrize("size", [(27, 31), (24, 37)])
+@pytest.mark.parametrize("size", [(27, 31)])        # more unseen sizes: test_dynamic_batch_and_odd_sizes
 def test_x4plus_onnxruntime_matches_torch(x4plus, size):
     model, path = x4plus
     ort_model = load_sr(path)
