@@ -75,11 +75,12 @@ Example: a job that writes the negative of every image of a folder::
 """
 from . import store
 from .engine import (TASK_BYTES, FolderJob, Item, JobResult, Recorder, RunOptions, compute_items,
-                     describe, failure_record, format_summary, progress_bar, read_items, record,
+                     describe, failure_record, format_summary, iter_computed, progress_bar, read_items,
+                     record,
                      run_job, run_local, write_items)
 from .store import MANIFEST, JobError, read_list, read_manifest
 
 __all__ = ["FolderJob", "Item", "JobResult", "JobError", "RunOptions", "run_job", "run_local",
            "format_summary", "read_manifest", "read_list", "read_items", "compute_items",
-           "write_items", "failure_record", "record", "describe", "progress_bar", "Recorder",
+           "write_items", "iter_computed", "failure_record", "record", "describe", "progress_bar", "Recorder",
            "MANIFEST", "TASK_BYTES", "store"]

@@ -251,19 +251,24 @@ def read_items(job: FolderJob, items: Sequence[Item]) -> List[Tuple[Item, Any, O
     return out
 
 
-def compute_items(job: FolderJob, decoded: List[Tuple[Item, Any, float]]
-                  ) -> List[Tuple[Item, Any, Any, Optional[str], float]]:
+def iter_computed(job: FolderJob, decoded: List[Tuple[Item, Any, float]]
+                  ) -> Iterator[List[Tuple[Item, Any, Any, Optional[str], float]]]:
     """Run ``job.compute`` on same-``batch_key`` groups of up to ``job.max_batch`` read items
-    (one call per item if a batched call raises). Returns [(item, data, result, error, seconds)]
-    where seconds adds the item's share of the compute time to its read time."""
+    (one call per item if a batched call raises); yields, per call, [(item, data, result, error,
+    seconds)] where seconds adds the item's share of the compute time to its read time."""
     groups: Dict[Hashable, List[Tuple[Item, Any, float]]] = {}
     for d in decoded:
         groups.setdefault(job.batch_key(d[0], d[1]), []).append(d)
-    out = []
+    step = max(1, job.max_batch)
     for group in groups.values():
-        for i in range(0, len(group), max(1, job.max_batch)):
-            out.extend(_compute_group(job, group[i:i + job.max_batch]))
-    return out
+        for i in range(0, len(group), step):
+            yield _compute_group(job, group[i:i + step])
+
+
+def compute_items(job: FolderJob, decoded: List[Tuple[Item, Any, float]]
+                  ) -> List[Tuple[Item, Any, Any, Optional[str], float]]:
+    """All of :func:`iter_computed` as one list."""
+    return [r for batch in iter_computed(job, decoded) for r in batch]
 
 
 def _compute_group(job: FolderJob, group):
@@ -385,18 +390,17 @@ def run_local(job: FolderJob, out_dir: Path, todo: List[Item], opts: RunOptions,
                     rec.finish(failure_record(job, it, None, err, secs))
                 else:
                     ok.append((it, data, secs))
-            out_items = []
-            if ok:
-                for it, data, result, err, secs in compute_items(job, ok):
+            for batch in iter_computed(job, ok):
+                out_items = []
+                for it, data, result, err, secs in batch:
                     if err is not None:
                         rec.finish(failure_record(job, it, data, err, secs))
                     else:
                         out_items.append((it, data, result, secs))
-            if out_items:
-                collect_writes(depth - 1)
-                writes.add(writer.submit(write_items, job, str(out_dir), out_items, opts.fsync))
-            else:
-                collect_writes(depth)
+                if out_items:  # written while the next batch computes
+                    collect_writes(depth - 1)
+                    writes.add(writer.submit(write_items, job, str(out_dir), out_items, opts.fsync))
+            collect_writes(depth)
         collect_writes(0)
     finally:
         # Interrupted (Ctrl-C, error): let running writes finish and log them, so that a
