@@ -13,7 +13,7 @@ check on held-out images.
 
 Every step is resumable: rerun the same command after an interruption.
 
-    python examples/finetune_demo.py --out /tmp/desra_demo            # ~20 min on 2 busy cores
+    python examples/finetune_demo.py --out /tmp/desra_demo            # ~35 min on 2 shared cores
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def write_rgb(path: Path, rgb: np.ndarray) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="/tmp/desra_finetune_demo")
-    p.add_argument("--iters", type=int, default=100)
+    p.add_argument("--iters", type=int, default=25)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--patch", type=int, default=96, help="HR patch (LR patch = patch / 4)")
     p.add_argument("--ckpt-every", type=int, default=25)
