@@ -102,3 +102,17 @@ def test_evaluate_finetune_reports_and_pictures(setup, tmp_path):
     assert set(rep["per_image"]["a"]) >= {"area_before", "area_after", "psnr_gan_vs_mse_outside_after"}
     before = cv2.imread(str(out / "before" / "a.png"), cv2.IMREAD_GRAYSCALE)
     assert before.shape == (4 * lr.shape[0], 4 * lr.shape[1]) and set(np.unique(before)) <= {0, 255}
+
+
+def test_non_finite_loss_stops_with_a_clear_error(setup, tmp_path):
+    from desra_fast.train import FinetuneConfig, FinetuneData, finetune, pair_folders
+
+    root, dirs, model = setup
+    data = FinetuneData(pair_folders(dirs["lr"], dirs["gan"], dirs["mse"], dirs["mask"]), 4, patch=32)
+    g = tiny_generator()
+    with torch.no_grad():
+        g.conv_last.bias.fill_(float("nan"))
+    cfg = FinetuneConfig(iters=2, ckpt_every=1, batch=2, patch=32, perceptual_weight=0)
+    with pytest.raises(FloatingPointError, match="iteration 1: non-finite"):
+        finetune(g, data, tmp_path / "o", cfg, progress=False)
+    assert not (tmp_path / "o" / "net_g_final.pth").exists()

@@ -205,7 +205,7 @@ def test_malicious_pickle_refused(tmp_path):
 
     path = tmp_path / "evil.pth"
     with open(path, "wb") as fh:
-        pickle.dump({"params": Evil()}, fh)
+        pickle.dump({"params": Evil()}, fh, protocol=2)
     with pytest.raises(CheckpointError, match="evil.pth"):
         load_discriminator(path)
 

@@ -108,7 +108,8 @@ def run(args, parser) -> int:
                   f"{'off' if vgg is None else vgg.convention + ' weights'}", file=sys.stderr)
         res = finetune(net_g, data, args.out, cfg, vgg=vgg, net_d=net_d, device=args.device,
                        resume=args.resume, progress=rank0 and not args.quiet)
-    except (DataError, CheckpointError, ModelCheckpointError, FileNotFoundError, ValueError) as exc:
+    except (DataError, CheckpointError, ModelCheckpointError, FileNotFoundError, ValueError,
+            FloatingPointError) as exc:
         print(f"desra-fast finetune: {exc}", file=sys.stderr)
         return 1
     if rank0:

@@ -248,6 +248,11 @@ def _run(net_g, data, out, config, ctx, vgg, net_d, resume, progress, hooks, all
             if use_d:
                 terms["l_gan"] = gan(net_d(sr), True, is_disc=False)
             total = sum(terms.values())
+            if not torch.isfinite(total.detach()):
+                raise FloatingPointError(
+                    f"iteration {it + 1}: non-finite generator loss ("
+                    + ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in terms.items())
+                    + "); nothing was written past the last checkpoint: lower --learning-rate and resume")
             total.backward()
             opt_g.step()
             if hooks:
