@@ -98,8 +98,9 @@ def make_job(in_dir: str, out_dir: str, segmenter, batch_size: int = 1):
 
 
 def run(args, parser) -> int:
-    from ..jobs import JobError, RunOptions, format_summary, run_job
+    from ..jobs import run_job
     from ..models import CheckpointError, load_segmenter
+    from ._jobs import run_and_report, run_options
 
     try:
         seg = load_segmenter(args.model, device=args.device, scale=tuple(args.scale), preprocess=args.preprocess,
@@ -108,15 +109,5 @@ def run(args, parser) -> int:
         print(f"desra-fast segment: error: {exc}", file=sys.stderr)
         return 1
     job = make_job(args.input, args.output, seg, args.batch_size)
-    opts = RunOptions(workers=args.workers, retry_failed=args.retry_failed,
-                      progress=False if args.no_progress else None, fsync=not args.no_fsync)
-    try:
-        res = run_job(job, args.output, opts)
-    except JobError as exc:
-        print(f"desra-fast segment: error: {exc}", file=sys.stderr)
-        return 1
-    print(format_summary(job, res), file=sys.stderr)
-    if res.items == 0:
-        print(f"desra-fast segment: error: no images (.png/.jpg/.jpeg/.webp) found in {args.input}", file=sys.stderr)
-        return 1
-    return res.exit_code
+    return run_and_report(job, lambda: run_job(job, args.output, run_options(args)),
+                          f"no images (.png/.jpg/.jpeg/.webp) found in {args.input}")
