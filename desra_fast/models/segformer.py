@@ -16,7 +16,7 @@ bilinear interpolation), so the module traces to ONNX. Parameter names are this 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import torch

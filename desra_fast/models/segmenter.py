@@ -21,8 +21,9 @@ resized size and then to the original size, argmax. ``preprocess="hf"`` is trans
 ``SegformerImageProcessor`` instead (squash to 512x512 with PIL bilinear, one logits resize).
 
 Memory: the network sees at most ``scale`` (2048x640 = 1.3 Mpx by default) whatever the input
-size; logits are brought to the original size in row strips of bounded size (``strip_bytes``),
-so a 16 Mpx image needs about the memory of a 1 Mpx one plus its (H, W) label map.
+size; logits are brought to the original size in one piece while 150 float32 maps of the sizes
+involved fit in ``strip_bytes`` (1 GiB), else in strips of output rows within that bound, so a
+16 Mpx image needs about 1 GiB plus its (H, W) label map (mmseg: 600 bytes per pixel, 9.6 GB).
 """
 from __future__ import annotations
 
