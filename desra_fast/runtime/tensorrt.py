@@ -85,10 +85,11 @@ def _gpu_id(device) -> Tuple[str, str]:
 
 def default_profile(meta: dict, in_channels: int) -> Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]:
     """(min, opt, max) input shapes for a model kind: SR tiles up to 512 px LR (batch 4),
-    segmenters up to 2048 px (the authors' resize scale, batch 1)."""
+    segmenters up to 2048 px (the long side of the authors' resize scale; batch 4, the
+    Segmenter's default batch size)."""
     c = in_channels
     if meta.get("kind") == "segmenter":
-        return (1, c, 32, 32), (1, c, 512, 512), (2, c, 2048, 2048)
+        return (1, c, 32, 32), (1, c, 640, 864), (4, c, 2048, 2048)
     return (1, c, 8, 8), (1, c, 128, 128), (4, c, 512, 512)
 
 
