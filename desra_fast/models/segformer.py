@@ -139,20 +139,22 @@ class EfficientAttention(nn.Module):
 
 
 class MixFFN(nn.Module):
-    """fc1 -> 3x3 depthwise conv -> GELU -> fc2, on tokens of an (h, w) grid."""
+    """fc1 (1x1 conv) -> 3x3 depthwise conv -> GELU -> fc2 (1x1 conv), on tokens of an (h, w) grid.
+
+    Computed in NCHW throughout (one layout change in, one out), as mmseg's ``MixFFN``: faster on
+    CPU than Linear layers on tokens with a transpose around the depthwise conv.
+    """
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = nn.Conv2d(dim, hidden, 1)
         self.dw = nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = nn.Conv2d(hidden, dim, 1)
 
     def forward(self, x, h: int, w: int):
-        n = x.shape[0]
-        x = self.fc1(x)
-        c = x.shape[2]
-        x = self.dw(x.transpose(1, 2).reshape(n, c, h, w)).flatten(2).transpose(1, 2)
-        return self.fc2(F.gelu(x))
+        n, _, c = x.shape
+        y = self.fc2(F.gelu(self.dw(self.fc1(x.transpose(1, 2).reshape(n, c, h, w)))))
+        return y.flatten(2).transpose(1, 2)
 
 
 class Block(nn.Module):

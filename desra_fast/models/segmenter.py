@@ -236,10 +236,11 @@ def _apply(rules, key: str) -> Optional[str]:
     return None
 
 
-def _squeeze_linear(name: str, t):
-    """1x1 conv weights (out, in, 1, 1) -> Linear (out, in) where our module uses Linear."""
-    if name.endswith(("ffn.fc1.weight", "ffn.fc2.weight")) and t.dim() == 4:
-        return t.reshape(t.shape[0], t.shape[1])
+def _as_conv1x1(name: str, t):
+    """Linear weights (out, in) -> 1x1 conv (out, in, 1, 1) for the MixFFN's fc1/fc2 (HF stores
+    Linear layers, mmseg 1x1 convs)."""
+    if name.endswith(("ffn.fc1.weight", "ffn.fc2.weight")) and t.dim() == 2:
+        return t[:, :, None, None]
     return t
 
 
@@ -259,7 +260,7 @@ def _convert_mmseg(sd: Dict[str, Any]) -> Tuple[Dict[str, Any], List[str]]:
         if new is None:
             unexpected.append(k)
         else:
-            out[new] = _squeeze_linear(new, t)
+            out[new] = _as_conv1x1(new, t)
     return out, unexpected
 
 
@@ -288,7 +289,7 @@ def _convert_hf(sd: Dict[str, Any]) -> Tuple[Dict[str, Any], List[str], str]:
         if new is None:
             unexpected.append(k)
         else:
-            out[new] = t
+            out[new] = _as_conv1x1(new, t)
     for (i, j, which, kind), t in kv.items():
         other = kv.get((i, j, "v" if which == "k" else "k", kind))
         if other is None:
