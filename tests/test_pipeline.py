@@ -347,3 +347,17 @@ def test_real_models_pipeline_on_real_lr_crops(tmp_path):
         np.testing.assert_array_equal(mask, oracle_detect(gan.astype(np.float64), mse.astype(np.float64),
                                                           area_threshold=AREA))
         assert 0 < r["d"]["mean"] < 1
+
+
+def test_run_records_its_lr_folder_for_the_finetune(lr_folder, full_run):
+    # ``desra-fast finetune --run OUT`` needs no --lr: the run names the LR folder it read
+    from desra_fast.train.data import from_run
+
+    root, files = lr_folder
+    out, _ = full_run
+    info = json.loads((out / ".desra-fast-run.json").read_text())
+    assert Path(info["lr_dir"]) == Path(root).resolve()
+    samples = from_run(out)
+    good = {key(r) for r in files["good"]}
+    assert samples and {s.key for s in samples} <= good
+    assert all(Path(s.lr).resolve().is_relative_to(Path(root).resolve()) for s in samples)

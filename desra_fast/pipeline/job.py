@@ -9,6 +9,7 @@ Output layout under ``OUT`` (``<rel>`` = the LR file's relative path without ext
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,10 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 #: megapixel of LR input for RRDBNet x4 untiled).
 AUTO_TILE_MAX_PIXELS = 1024 * 1024
 AUTO_TILE = 512
+
+
+#: Informational run file: the LR folder the run read (not compared on restart).
+RUN_INFO = ".desra-fast-run.json"
 
 
 @dataclass
@@ -177,6 +182,12 @@ class PipelineJob(FolderJob):
 
     def plan(self) -> List[Item]:
         cfg = self.cfg
+        # Where the inputs came from, for later stages (``desra-fast finetune --run OUT`` pairs the
+        # LR images with OUT/gan, OUT/mse, OUT/masks). Informational, so not part of settings():
+        # moving the LR folder and resuming with the new path is allowed.
+        info = {"lr_dir": os.path.abspath(cfg.lr_dir)}
+        imageio.write_bytes_atomic(os.path.join(cfg.out_dir, RUN_INFO),
+                                   (json.dumps(info, indent=1) + "\n").encode(), fsync=True)
         found = imageio.list_images(cfg.lr_dir, exclude=[cfg.out_dir])
         items = []
         for key in select_keys(found, cfg.only, cfg.limit):

@@ -116,7 +116,7 @@ def from_run(run_dir: os.PathLike, list_file: Optional[os.PathLike] = None,
 
 def _recorded_lr_dir(run: Path) -> Path:
     """The LR folder recorded by ``desra-fast run`` in its job settings file."""
-    for name in (".desra-fast-job.json", "settings.json"):
+    for name in (".desra-fast-run.json", ".desra-fast-job.json"):
         p = run / name
         if p.is_file():
             try:
