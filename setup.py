@@ -2,7 +2,8 @@
 
 CMake options are forwarded from the environment:
   DESRA_WITH_CUDA=ON|OFF   build the .cu files too (default: ON when nvcc is found)
-  DESRA_NATIVE=ON|OFF      -march=native for the CPU kernels (default: ON)
+  DESRA_NATIVE=ON|OFF      -march=native for the whole module (default: OFF; the default build is
+                           portable and picks AVX-512 / AVX2 / baseline kernels at run time)
   CMAKE_BUILD_TYPE         default Release
 """
 import os

@@ -9,7 +9,7 @@ on CPU (C++), or on CUDA tensors (Triton + CUDA).
 >>> mask = desra_fast.detect(gan_rgb_uint8, mse_rgb_uint8)          # (H, W) bool
 >>> d = desra_fast.d_map(gan_rgb_uint8, mse_rgb_uint8)              # (H-10, W-10) float32
 """
-from ._native import cuda_available, cuda_status
+from ._native import cpu_info, cuda_available, cuda_status
 from .api import HALO, d_map, detect
 from .repair import pseudo_gt, repair
 from .stages import dilate, erode, fill_holes, filter_components, postprocess, threshold
@@ -48,7 +48,7 @@ def get_num_threads() -> int:
 
 __all__ = [
     "detect", "d_map", "threshold", "erode", "dilate", "fill_holes", "filter_components",
-    "postprocess", "load_weights", "class_names", "cuda_available", "cuda_status",
+    "postprocess", "load_weights", "class_names", "cpu_info", "cuda_available", "cuda_status",
     "set_num_threads", "get_num_threads", "HALO", "__version__",
     "pseudo_gt", "repair", "load_segmenter", "Segmenter", "calibrate_weights", "to_onnx",
 ]

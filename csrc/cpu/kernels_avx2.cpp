@@ -1,0 +1,26 @@
+// The dispatched CPU kernels compiled for AVX2 + FMA (x86-64 only). Chosen at
+// run time when cpuid reports these (and the OS saves ymm state): desra/cpu_isa.h.
+#include "kernels_prelude.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,popcnt")
+// (GCC's C++ front end does not redefine __AVX2__ etc. after a target pragma: own macros.)
+#define DESRA_HAVE_AVX512 0
+#define DESRA_HAVE_AVX2 1
+#define DESRA_VBYTES 32
+
+namespace desra {
+namespace avx2 {
+#include "dmap_kernels.inc"
+#include "bitmask_kernels.inc"
+}  // namespace avx2
+}  // namespace desra
+
+#pragma GCC pop_options
+
+namespace desra {
+extern const CpuKernels kKernelsAvx2 = {"avx2", &avx2::dmap_kernel, &avx2::premask_kernel,
+                                          &avx2::pack_row, &avx2::unpack_row};
+}  // namespace desra
+#endif

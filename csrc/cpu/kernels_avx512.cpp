@@ -1,0 +1,29 @@
+// The dispatched CPU kernels compiled for AVX-512 (F, BW, VL) + AVX2 + FMA (x86-64 only). Chosen at
+// run time when cpuid reports these (and the OS saves zmm state): desra/cpu_isa.h.
+#include "kernels_prelude.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma,popcnt,bmi,bmi2")
+// GCC tunes for 256-bit vectors by default; the auto-vectorized loops (conversions, channel mean)
+// run faster with zmm registers. No result changes (no reassociation, no fast-math).
+#pragma GCC target("prefer-vector-width=512")
+// (GCC's C++ front end does not redefine __AVX2__ etc. after a target pragma: own macros.)
+#define DESRA_HAVE_AVX512 1
+#define DESRA_HAVE_AVX2 1
+#define DESRA_VBYTES 64
+
+namespace desra {
+namespace avx512 {
+#include "dmap_kernels.inc"
+#include "bitmask_kernels.inc"
+}  // namespace avx512
+}  // namespace desra
+
+#pragma GCC pop_options
+
+namespace desra {
+extern const CpuKernels kKernelsAvx512 = {"avx512", &avx512::dmap_kernel, &avx512::premask_kernel,
+                                          &avx512::pack_row, &avx512::unpack_row};
+}  // namespace desra
+#endif

@@ -1,0 +1,22 @@
+// The dispatched CPU kernels compiled for the module's own target: the x86-64 baseline (SSE2, no
+// FMA) on x86-64 -- they run on every x86-64 CPU -- and NEON on aarch64 (part of its baseline).
+#include "kernels_prelude.h"
+
+#define DESRA_HAVE_AVX512 0
+#define DESRA_HAVE_AVX2 0
+#define DESRA_VBYTES 16
+
+namespace desra {
+namespace baseline {
+#include "dmap_kernels.inc"
+#include "bitmask_kernels.inc"
+}  // namespace baseline
+
+extern const CpuKernels kKernelsBaseline = {
+#if defined(__aarch64__)
+    "neon",
+#else
+    "baseline",
+#endif
+    &baseline::dmap_kernel, &baseline::premask_kernel, &baseline::pack_row, &baseline::unpack_row};
+}  // namespace desra
