@@ -1,6 +1,12 @@
 """Compare the authors' pipeline, the best OpenCV/scipy composition and desra_fast (CPU).
 
     python -m benchmarks.compare [--sizes 0.25,1,4,16] [--repeats 5] [--out benchmarks/RESULTS.md]
+    python -m benchmarks.compare --isa-paths-only [--reference-module OTHER_BUILD/_C.so]
+
+``--isa-paths-only`` (also part of a full run): every CPU-kernel instruction-set path of
+desra_fast (forced one after another), the authors' pipeline and the composition on a 4 Mpx pair
+made only of real SR outputs, without and with seg, all interleaved round by round; ratios are
+medians of per-round ratios (see :func:`run_isa_paths`).
 
 All three run in this one process on the same inputs (``benchmarks.inputs``: real-looking pairs
 and ADE20K label maps), timed with ``time.perf_counter`` after one untimed warm-up call each;
@@ -295,6 +301,211 @@ def run_size(mpx: float, repeats: int, budget: float, weights: np.ndarray, fast_
     return res
 
 
+# ----------------------------------------------------------------------------------- ISA paths
+# Targets of the CPU-kernel dispatch work (4 Mpx real-photo pair, this machine).
+TARGET_ISA_VS_AUTHORS = 50.0       # detect without seg, best path
+TARGET_ISA_VS_COMPOSITION = 10.0
+TARGET_ISA_DMAP_MPXS = 250.0
+TARGET_AVX2_VS_BASELINE = 3.0
+
+
+def real_photo_pair(mpx: float = 4.0, seed: int = 0) -> inputs.Pair:
+    """A pair of ~``mpx`` Mpx tiled ONLY from the real SR outputs in ``samples/`` (Real-ESRGAN x4plus =
+    GAN, SRMD x4 = MSE of the same LR images; random crops, flips, mild rescales): no synthetic
+    texture, so the regions are the ones the real models produced (few). seg = blocky label map."""
+    h, w = inputs.shape_for(mpx)
+    rng = np.random.default_rng([int(round(mpx * 1000)), seed, 14])
+    _, real_pairs = inputs._sources()
+    gan = np.empty((h, w, 3), np.uint8)
+    mse = np.empty((h, w, 3), np.uint8)
+    y = 0
+    for ch in inputs._splits(h, 300, 420, rng):
+        x = 0
+        for cw in inputs._splits(w, 300, 420, rng):
+            g, m = inputs._cut(real_pairs[int(rng.integers(len(real_pairs)))], ch, cw, rng)
+            gan[y:y + ch, x:x + cw] = np.clip(np.rint(g), 0, 255)
+            mse[y:y + ch, x:x + cw] = np.clip(np.rint(m), 0, 255)
+            x += cw
+        y += ch
+    return inputs.Pair(gan=gan, mse=mse, seg=inputs._label_map(h, w, rng), mpx_nominal=float(mpx))
+
+
+def _load_reference_module(path: str):
+    """Another build of desra_fast._C (e.g. the old -march=native one), loaded beside ours."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_C", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _rounds(fns: dict[str, Callable[[], object]], repeats: int) -> tuple[dict[str, list[float]], dict]:
+    """One untimed warm-up call each, then ``repeats`` rounds calling every function once per round."""
+    first = {k: fn() for k, fn in fns.items()}
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            times[k].append(_timed(fn)[0])
+    return times, first
+
+
+def _ratio(times: dict[str, list[float]], num: str, den: str) -> float | None:
+    """Median over rounds of times[num][i] / times[den][i]."""
+    if num not in times or den not in times:
+        return None
+    return statistics.median(a / b for a, b in zip(times[num], times[den]))
+
+
+def run_isa_paths(repeats: int, weights: np.ndarray, fast_mod, reference: str | None) -> dict:
+    """Every ISA path of desra_fast side by side with the authors and the composition.
+
+    Per round each callable runs once (authors, composition, then desra_fast on every path the CPU
+    can run, the path switched right before its call), so a change of machine load hits all alike;
+    a ratio is the median of the per-round ratios. ``reference``: the path of another build of
+    ``desra_fast._C`` (e.g. the former default ``-march=native`` one) timed in the same rounds on
+    the raw kernels (``premask`` + ``postprocess``, and ``dmap``).
+    """
+    C = _native_C()
+    isas = list(C.cpu_isas_available())
+    before = C.cpu_isa()
+    ref = _load_reference_module(reference) if reference else None
+    pair = real_photo_pair(4.0)
+    g1, m1 = pair.gan[None], pair.mse[None]
+    res: dict = {"shape": pair.shape, "pixels": pair.pixels, "isas": isas, "reference": reference}
+    print(f"\n== ISA paths, real-photo pair {pair.shape[0]}x{pair.shape[1]} ({pair.pixels} px): {isas}", flush=True)
+
+    def on(isa, fn):
+        def call():
+            C._set_cpu_isa(isa)
+            return fn()
+        return call
+
+    def raw_detect(mod, seg):
+        labels = None if seg is None else seg[None]
+        w = None if seg is None else weights
+
+        def call():
+            pre = mod.premask(g1, m1, labels, w, fast_mod.THRESHOLD, 0, 1.0)
+            full = np.zeros((1,) + pair.shape, np.bool_)
+            mod.postprocess(pre, fast_mod.AREA_THRESHOLD, full[:, HALO:-HALO, HALO:-HALO])
+            return full[0]
+        return call
+
+    try:
+        for variant, seg in (("noseg", None), ("seg", pair.seg)):
+            fns: dict[str, Callable[[], object]] = {
+                "authors": lambda seg=seg: authors.detect(pair.gan, pair.mse, seg, weights),
+                "composition": lambda seg=seg: composition.detect(pair.gan, pair.mse, seg, weights),
+            }
+            for isa in isas:
+                fns[isa] = on(isa, lambda seg=seg: fast_mod.detect(pair.gan, pair.mse, seg))
+            if ref is not None:
+                fns["reference build"] = raw_detect(ref, seg)
+                fns[f"{isas[0]} (raw kernels)"] = on(isas[0], raw_detect(C, seg))
+            times, first = _rounds(fns, repeats)
+            want = np.asarray(first["authors"], bool)
+            diff = {}
+            for k, m in first.items():
+                if k == "authors":
+                    continue
+                m = np.asarray(m, bool)
+                if m.shape != want.shape:  # full-size desra_fast masks: compare the valid region
+                    assert not m[:HALO].any() and not m[-HALO:].any() and not m[:, :HALO].any() and not m[:, -HALO:].any()
+                    m = m[HALO:-HALO, HALO:-HALO]
+                diff[k] = int(np.count_nonzero(m != want))
+            res[variant] = {"times": times, "median": {k: med(v) for k, v in times.items()}, "diff": diff,
+                            "mask_pixels": int(np.count_nonzero(want)),
+                            "regions": int(cv2.connectedComponents(want.astype(np.uint8), connectivity=8)[0] - 1)}
+            print(f"  detect ({variant}): " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in res[variant]["median"].items())
+                  + f"; mask diff vs authors {diff}", flush=True)
+
+        fns = {"composition": lambda: composition.d_map(pair.gan, pair.mse)}
+        for isa in isas:
+            fns[isa] = on(isa, lambda: C.dmap(g1, m1, 0, 1.0))
+        if ref is not None:
+            fns["reference build"] = lambda: ref.dmap(g1, m1, 0, 1.0)
+        times, first = _rounds(fns, repeats)
+        d64 = authors.d_map(pair.gan, pair.mse)
+        res["dmap"] = {"times": times, "median": {k: med(v) for k, v in times.items()},
+                       "max_abs_err": {k: float(np.max(np.abs(np.asarray(v, np.float64).reshape(d64.shape) - d64)))
+                                       for k, v in first.items()}}
+        print("  d_map: " + ", ".join(f"{k} {pair.pixels / v / 1e6:.0f} Mpx/s" for k, v in res["dmap"]["median"].items()),
+              flush=True)
+    finally:
+        C._set_cpu_isa(before)
+    return res
+
+
+def _native_C():
+    from desra_fast import _native
+
+    return _native.C
+
+
+def render_isa(r: dict) -> str:
+    L: list[str] = []
+    a = L.append
+    isas, px = r["isas"], r["pixels"]
+    best = isas[0]
+    a("## CPU-kernel instruction-set paths side by side (real-photo 4 Mpx pair)")
+    a("")
+    a(f"Pair: {r['shape'][0]} x {r['shape'][1]}, tiled only from the real Real-ESRGAN x4plus (GAN) / SRMD x4 (MSE)")
+    a("outputs in `samples/` (crops, flips, mild rescales; no synthetic texture: `compare.real_photo_pair`).")
+    a("One build of `desra_fast._C`; each path forced with `_C._set_cpu_isa` right before its call. Every")
+    a("round calls each column once (authors, composition, then every path), after one warm-up call each;")
+    a("`x` columns are medians of the per-round ratios, times are medians.")
+    if r.get("reference"):
+        a(f"`reference build` = another build of the module (`{r['reference']}`), timed on its raw kernels")
+        a(f"(`premask` + `postprocess`, as `{best} (raw kernels)` is for ours) in the same rounds.")
+    a("")
+    for variant, title in (("noseg", "detect without seg"), ("seg", "detect with seg")):
+        v = r[variant]
+        t, m = v["times"], v["median"]
+        a(f"### {title} (authors' mask: {v['mask_pixels']} px in {v['regions']} regions)")
+        a("")
+        a("| implementation | median | Mpx/s | vs authors | vs composition | mask px != authors |")
+        a("|---|---|---|---|---|---|")
+        for k in t:
+            vs_a = _ratio(t, "authors", k)
+            vs_c = _ratio(t, "composition", k)
+            a(f"| {k} | {_s(m[k])} | {_mpxs(px, m[k])} | {vs_a:.1f}x | {vs_c:.2f}x | {v['diff'].get(k, 0) if k != 'authors' else 0} |")
+        a("")
+    d = r["dmap"]
+    a("### D map alone")
+    a("")
+    a("| implementation | median | Mpx/s | vs baseline | max abs err vs float64 |")
+    a("|---|---|---|---|---|")
+    base = isas[-1]
+    for k in d["times"]:
+        vb = _ratio(d["times"], base, k)
+        a(f"| {k} | {_s(d['median'][k])} | {_mpxs(px, d['median'][k])} | {vb:.2f}x | {d['max_abs_err'][k]:.1e} |")
+    a("")
+    a("### Targets")
+    a("")
+    a("| target | measured | met |")
+    a("|---|---|---|")
+    tn = r["noseg"]["times"]
+    va, vc = _ratio(tn, "authors", best), _ratio(tn, "composition", best)
+    a(f"| detect (no seg, {best}) >= {TARGET_ISA_VS_AUTHORS:g}x the authors' pipeline | {va:.1f}x | {'yes' if va >= TARGET_ISA_VS_AUTHORS else 'no'} |")
+    a(f"| detect (no seg, {best}) >= {TARGET_ISA_VS_COMPOSITION:g}x the OpenCV composition | {vc:.1f}x | {'yes' if vc >= TARGET_ISA_VS_COMPOSITION else 'no'} |")
+    dm = px / d["median"][best] / 1e6
+    a(f"| D map ({best}) >= {TARGET_ISA_DMAP_MPXS:g} Mpx/s | {dm:.0f} Mpx/s | {'yes' if dm >= TARGET_ISA_DMAP_MPXS else 'no'} |")
+    if "avx2" in d["times"] and "baseline" in d["times"]:
+        q = _ratio(d["times"], "baseline", "avx2")
+        a(f"| D map: avx2 >= {TARGET_AVX2_VS_BASELINE:g}x baseline | {q:.2f}x | {'yes' if q >= TARGET_AVX2_VS_BASELINE else 'no'} |")
+        qd = _ratio(r["noseg"]["times"], "baseline", "avx2")
+        a(f"| detect (no seg): avx2 >= {TARGET_AVX2_VS_BASELINE:g}x baseline | {qd:.2f}x | {'yes' if qd >= TARGET_AVX2_VS_BASELINE else 'no'} |")
+    if "reference build" in d["times"]:
+        q = _ratio(d["times"], "reference build", best)
+        qd = _ratio(r["noseg"]["times"], "reference build", f"{best} (raw kernels)")
+        a(f"| {best} path vs the reference build: D map / detect kernels (no seg) | {q:.2f}x / {qd:.2f}x | {'yes' if min(q, qd) >= 1 else 'no'} |")
+    diffs = [n for v in ("noseg", "seg") for k, n in r[v]["diff"].items() if k not in ("composition",)]
+    a(f"| masks identical to the float64 pipeline on every path | {sum(diffs)} differing pixels | {'yes' if sum(diffs) == 0 else 'no'} |")
+    a("")
+    return "\n".join(L)
+
+
 # ----------------------------------------------------------------------------------- report
 def _s(v: float | None) -> str:
     if v is None:
@@ -500,6 +711,29 @@ def render(results: list[dict], mach: dict, command: str, load: tuple, other: tu
     return "\n".join(L)
 
 
+def _machine_table(mach: dict, load: tuple, other: tuple | None) -> list[str]:
+    L = ["## Machine", "", "| | |", "|---|---|"]
+    L += [f"| {k} | {v} |" for k, v in mach.items()]
+    L.append(f"| load average (1 min) before / after | {load[0]:.2f} / {load[1]:.2f} |")
+    if other is not None:
+        share = other[0] / (other[1] * (os.cpu_count() or 1))
+        L.append(f"| CPU used by other processes during the run | {other[0]:.1f} s over {other[1]:.0f} s wall "
+                 f"({100 * share:.1f}% of the cores) |")
+        if share > 0.05:
+            L += ["", "**Note:** other processes used the CPU during this run (see above): absolute times are",
+                  "pessimistic and noisy; the per-round ratios are less affected."]
+    return L + [""]
+
+
+def render_isa_page(isa: dict, mach: dict, command: str, load: tuple, other: tuple | None) -> str:
+    from desra_fast import cpu_info
+
+    mach = dict(mach, **{"desra_fast CPU kernels": f"{cpu_info()['compiled']} compiled, {cpu_info()['available']} runnable"})
+    head = ["# desra_fast CPU-kernel paths", "", "Generated by `benchmarks/compare.py`; reproduce with:", "",
+            "```", f"cd /path/to/desra_fast && {command}", "```", ""]
+    return "\n".join(head + _machine_table(mach, load, other)) + "\n" + render_isa(isa)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.splitlines()[0])
@@ -508,6 +742,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--authors-budget", type=float, default=20.0,
                     help="seconds of authors' pipeline calls per cell (at least 1 call; default 20)")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    ap.add_argument("--isa-paths-only", action="store_true",
+                    help="only the CPU-kernel ISA paths section (real-photo 4 Mpx pair); default output "
+                         "benchmarks/RESULTS_ISA.md")
+    ap.add_argument("--no-isa-paths", action="store_true", help="skip the ISA paths section")
+    ap.add_argument("--reference-module", default=None,
+                    help="path of another build of desra_fast._C (e.g. a -march=native one) to time beside ours")
     ap.add_argument("--out", default=None,
                     help="markdown output (default: benchmarks/RESULTS.md of this checkout; '-' for none)")
     args = ap.parse_args(argv)
@@ -545,17 +785,26 @@ def main(argv: list[str] | None = None) -> int:
         fast_mod.detect(warm.gan, warm.mse, warm.seg)
         fast_mod.d_map(warm.gan, warm.mse)
 
-    results = [run_size(s, args.repeats, args.authors_budget, weights, fast_mod, not args.no_memory)
-               for s in sizes]
+    results = [] if args.isa_paths_only else [
+        run_size(s, args.repeats, args.authors_budget, weights, fast_mod, not args.no_memory) for s in sizes]
+    isa = None
+    if fast_mod is not None and not args.no_isa_paths:
+        isa = run_isa_paths(args.repeats, weights, fast_mod, args.reference_module)
     load1 = os.getloadavg()[0]
     other = other_load.result()
     if other is not None:
         print(f"CPU used by other processes: {other[0]:.1f} s over {other[1]:.0f} s", flush=True)
-    text = render(results, machine(fast_threads), command, (load0, load1), other, args.repeats,
-                  args.authors_budget, fast_note)
+    if args.isa_paths_only:
+        text = render_isa_page(isa, machine(fast_threads), command, (load0, load1), other) if isa else fast_note
+    else:
+        text = render(results, machine(fast_threads), command, (load0, load1), other, args.repeats,
+                      args.authors_budget, fast_note)
+        if isa:
+            text += "\n" + render_isa(isa)
     print("\n" + text)
     if args.out != "-":
-        out = Path(args.out) if args.out else ROOT / "benchmarks" / "RESULTS.md"
+        default = "RESULTS_ISA.md" if args.isa_paths_only else "RESULTS.md"
+        out = Path(args.out) if args.out else ROOT / "benchmarks" / default
         out.write_text(text + "\n", encoding="utf-8")
         print(f"wrote {out}")
     return 0
