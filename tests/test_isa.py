@@ -145,3 +145,32 @@ def test_no_avx_code_outside_the_isa_namespaces():
         fn = None  # one report per function
     assert isa_fns > 10, "no per-ISA code found: is this the dispatching build?"
     assert not bad, bad[:10]
+
+
+def test_float32_path_worst_cases_on_every_path():
+    # The float32 path's error is relative to the window variance; it is largest where a window's
+    # reference pixel (its centre, or up to 2 rows away) lies far from the window mean: isolated
+    # bright / dark pixels and single-level steps on flat bright backgrounds (uint8 and uint16).
+    from test_native_dmap import check_premask, near_tie_thresholds, oracle_d
+
+    rng = np.random.default_rng(14)
+    h, w = 64, 150
+    mse = np.full((2, h, w, 3), 200, np.int64)
+    mse[0, rng.integers(0, h, 60), rng.integers(0, w, 60)] = 255      # sparse spikes
+    mse[0, :, 75:] += (np.arange(w - 75) // 9)[None, :, None] % 2       # 1-level steps
+    mse[1] = 240 - (rng.random((h, w, 3)) < 0.01) * 240                 # dark specks on bright
+    gan = np.clip(mse + rng.normal(0, 25, mse.shape) * (rng.random((2, h, 1, 1)) < 0.5), 0, 255)
+    before = _native.C.cpu_isa()
+    try:
+        for dtype, scale, k in ((np.uint8, 1.0, 1), (np.uint16, 255.0 / 65535.0, 257)):
+            g, m = (gan * k).astype(dtype), (mse * k).astype(dtype)
+            d64 = oracle_d(g, m, 0, scale)
+            thresholds = [0.7, 0.95] + near_tie_thresholds(d64, 6, rng)
+            for isa in desra_fast.cpu_info()["available"]:
+                _native.C._set_cpu_isa(isa)
+                d = _native.C.dmap(g, m, 0, scale)
+                assert np.abs(d - d64).max() <= 1e-5, (isa, dtype)
+                for thr in thresholds:
+                    check_premask(g, m, None, None, thr, 0, scale, d64)
+    finally:
+        _native.C._set_cpu_isa(before)

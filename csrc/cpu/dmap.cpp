@@ -40,31 +40,35 @@
 // intensity level. For an output pixel with window rows a and columns b (taps g, centre tap 5):
 //   d_ab = x_ab - x_a5 (row centred on its own centre-column pixel; exact for integers < 2^24),
 //   s1_a = sum_b g_b d_ab,   hv_a = sum_b g_b d_ab^2 - s1_a^2          (horizontal, per input row)
-//   t_a = (x_a5 - x_55) + s1_a  (row mean relative to the window's centre pixel)
-//   var = [ sum_a g_a hv_a + (sum_a g_a t_a^2 - (sum_a g_a t_a)^2) ] * scale^2   (vertical)
+//   t_a = (x_a5 - x_ref) + s1_a  (row mean relative to a reference pixel of the window: the
+//         centre-column pixel of a row at most kMaxRefOffset = 2 rows from the window's centre
+//         row, shared by the 4 output rows of one vertical pass), e_a = hv_a + t_a^2,
+//   var = [ sum_a g_a e_a - (sum_a g_a t_a)^2 ] * scale^2                        (vertical)
 // which is exactly the window variance (within-row plus between-row parts, law of total
 // variance). Raw element values are used (exact in float32) and scale^2 is applied at the end.
 // Error bound (u = 2^-24, gamma_k = k u / (1 - k u); v = exact variance in raw units; the taps are
 // rounded to float32, one more relative rounding per product; FMA or not, each term below sees
 // at most the rounding counts used):
-//   Structure (g5 = centre tap, w55 = g5^2; exact weights sum to 1): the row variance h_a about
-//   the row mean satisfies h_a >= g5 m_a^2 (m_a = exact s1_a: the centre term alone), so the row
-//   second moment s_a = h_a + m_a^2 <= (1 + 1/g5) h_a and S = sum_a g_a s_a <= kS v, kS = 1 + 1/g5.
-//   Likewise A = sum_a g_a tau_a^2 (tau_a exact t_a) = B + T^2 with B the between-row part <= v and
-//   T = mu - x_55, T^2 <= v / w55 (the centre pixel's own term), so A <= kA v, kA = 1 + 1/w55.
+//   Structure (g5 = centre tap, wref = g5 * g[5 - 2] the smallest weight a reference pixel can
+//   have; exact weights sum to 1): the row variance h_a about the row mean satisfies
+//   h_a >= g5 m_a^2 (m_a = exact s1_a: the centre term alone), so the row second moment
+//   s_a = h_a + m_a^2 <= (1 + 1/g5) h_a and S = sum_a g_a s_a <= kS v, kS = 1 + 1/g5. Likewise
+//   A = sum_a g_a tau_a^2 (tau_a exact t_a) = B + T^2 with B the between-row part <= v and
+//   T = mu - x_ref, T^2 <= v / wref (the reference pixel's own term), so A <= kA v, kA = 1 + 1/wref.
 //   (1) |s1^ - m| <= gamma_11 sum g|d| <= gamma_11 sqrt(s) (Cauchy-Schwarz); the squares' sum
-//       <= gamma_12 s; hence |hv^ - h| <= eh s with eh = (gamma_12 + 2 gamma_11 + gamma_11^2 + 2u) / (1 - u)
+//       <= gamma_12 s; hence |hv^ - h| <= eh s, eh = (gamma_12 + 2 gamma_11 + gamma_11^2 + 2u) / (1 - u)
 //       (|m| <= sqrt(s)).
 //   (2) |t^_a - tau_a| <= delta_a = (1 + u) gamma_11 sqrt(s_a) + u |tau_a|;
-//       |T1^ - T| <= c1 sqrt(v), c1 = (1 + gamma_12)((1 + u) gamma_11 sqrt(kS) + u sqrt(kA)) + gamma_12 sqrt(kA);
-//       with D2 = sum g delta^2 <= (2 (1+u)^2 gamma_11^2 kS + 2 u^2 kA) v:
-//       |T2^ - A| <= c2 v, c2 v = 2 sqrt(D2 A) + D2 + gamma_13 (A + 2 sqrt(D2 A) + D2);
-//       |between^ - B| <= cB v, cB = (c2 + c1 (2 sqrt(kA) + c1) + u (sqrt(kA) + c1)^2 + u) / (1 - u).
-//   (3) |V^ - sum g h| <= cV v, cV = eh kS + gamma_12 (1 + eh kS).
-//   (4) the sum, scale^2 rounded to float32 and the product: rho' = (cV + cB)(1 + gamma_3) + gamma_3.
+//       |T1^ - T| <= c1 sqrt(v), c1 = (1 + gamma_12)((1 + u) gamma_11 sqrt(kS) + u sqrt(kA)) + gamma_12 sqrt(kA).
+//   (3) with D2 = sum g delta^2 <= (2 (1+u)^2 gamma_11^2 kS + 2 u^2 kA) v, the e_a err in sum by
+//       <= ee v, ee = eh kS + 2 sqrt(D2 kA) + D2, plus their rounding: ee1 = ee + u (1 + kA + ee);
+//       the accumulation (gamma_12, terms summing to <= (1 + kA + ee1) v): cE = ee1 + gamma_12 (1 + kA + ee1).
+//   (4) |T1^2 - T^2| (+ the square's rounding) <= cT v, cT = c1 (2 sqrt(kA) + c1) + u (sqrt(kA) + c1)^2.
+//   (5) the subtraction (cS = cE + cT + u (1 + cE + cT)), scale^2 rounded to float32 and the
+//       product: rho' = cS (1 + gamma_2) + gamma_2.
 //   So |var32 - var| <= rho'/(1 - rho') var32; var_rel_bound32 doubles it (rho) to cover the
 //   float64 taps' and the reference window's own last-bit differences. A flat window gives 0
-//   exactly, and var32 >= 0 whenever the bound holds. Gaussian: rho ~ 2.0e-4, box: ~1.4e-3.
+//   exactly, and var32 >= 0 whenever the bound holds. Gaussian: rho ~ 2.7e-4, box: ~8.8e-4 (_C._var_rel_bound32).
 //   D error: on the segment between var and var32 every point xi satisfies |var32 - var| <=
 //   rho/(1 - rho) xi, and xi |dD_c/dxi| <= max(sx sy / M, N xi / M^2) <= 1 + 2e-8/C, so per
 //   channel (two variances) |D_c(var32) - D_c(var)| <= 2 rho / (1 - rho) (1 + 1e-9), and so is the
@@ -148,17 +152,18 @@ double var_rel_bound32(int window) {
   window_taps(window, g);
   const double u = kUnit32;
   auto gamma = [u](double k) { return k * u / (1.0 - k * u); };
-  const double g5 = g[kHalo], w55 = g5 * g5;
-  const double ks = 1.0 + 1.0 / g5, ka = 1.0 + 1.0 / w55;
-  const double g11 = gamma(11), g12 = gamma(12), g13 = gamma(13), g3 = gamma(3);
-  const double eh = (g12 + 2 * g11 + g11 * g11 + 2 * u) / (1 - u);                       // (1)
-  const double c1 = (1 + g12) * ((1 + u) * g11 * std::sqrt(ks) + u * std::sqrt(ka)) + g12 * std::sqrt(ka);  // (2)
+  const double g5 = g[kHalo], wref = g5 * g[kHalo - kMaxRefOffset];
+  const double ks = 1.0 + 1.0 / g5, ka = 1.0 + 1.0 / wref, ra = std::sqrt(ka);
+  const double g11 = gamma(11), g12 = gamma(12), g2 = gamma(2);
+  const double eh = (g12 + 2 * g11 + g11 * g11 + 2 * u) / (1 - u);                          // (1)
+  const double c1 = (1 + g12) * ((1 + u) * g11 * std::sqrt(ks) + u * ra) + g12 * ra;         // (2)
   const double d2 = 2 * (1 + u) * (1 + u) * g11 * g11 * ks + 2 * u * u * ka;
-  const double cross = 2 * std::sqrt(d2 * ka);
-  const double c2 = cross + d2 + g13 * (ka + cross + d2);
-  const double cb = (c2 + c1 * (2 * std::sqrt(ka) + c1) + u * (std::sqrt(ka) + c1) * (std::sqrt(ka) + c1) + u) / (1 - u);
-  const double cv = eh * ks + g12 * (1 + eh * ks);                                         // (3)
-  const double rho1 = (cv + cb) * (1 + g3) + g3;                                            // (4)
+  const double ee = eh * ks + 2 * std::sqrt(d2 * ka) + d2;                                   // (3)
+  const double ee1 = ee + u * (1 + ka + ee);
+  const double ce = ee1 + g12 * (1 + ka + ee1);
+  const double ct = c1 * (2 * ra + c1) + u * (ra + c1) * (ra + c1);                          // (4)
+  const double cs = ce + ct + u * (1 + ce + ct);
+  const double rho1 = cs * (1 + g2) + g2;                                                    // (5)
   return 2.0 * rho1 / (1.0 - rho1);
 }
 

@@ -61,6 +61,9 @@ constexpr double kMaxVarSensitivity = 653.7;
 constexpr double kMainVarErr = 80 * kUnit64;
 // Same for the direct 121-term float64 recomputation of uncentred values |v| <= b.
 constexpr double kRefVarErr = 400 * kUnit64;
+// float32 path: the rows of a vertical pass share a reference pixel at most this many rows from
+// a window's centre row (its weight g5 * g[5 - offset] enters the error bound).
+constexpr int kMaxRefOffset = 2;
 // |D32 - D(exact f64 variances)| from the float32 evaluation of the formula and channel mean.
 constexpr double kEvalErr32 = 24 * kUnit32;
 
