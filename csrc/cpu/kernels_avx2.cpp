@@ -10,12 +10,8 @@
 #define DESRA_HAVE_AVX2 1
 #define DESRA_VBYTES 32
 
-namespace desra {
-namespace avx2 {
-#include "dmap_kernels.inc"
-#include "bitmask_kernels.inc"
-}  // namespace avx2
-}  // namespace desra
+#define DESRA_ISA avx2
+#include "kernels_isa.inc"
 
 #pragma GCC pop_options
 

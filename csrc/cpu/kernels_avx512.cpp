@@ -13,12 +13,8 @@
 #define DESRA_HAVE_AVX2 1
 #define DESRA_VBYTES 64
 
-namespace desra {
-namespace avx512 {
-#include "dmap_kernels.inc"
-#include "bitmask_kernels.inc"
-}  // namespace avx512
-}  // namespace desra
+#define DESRA_ISA avx512
+#include "kernels_isa.inc"
 
 #pragma GCC pop_options
 

@@ -6,11 +6,10 @@
 #define DESRA_HAVE_AVX2 0
 #define DESRA_VBYTES 16
 
+#define DESRA_ISA baseline
+#include "kernels_isa.inc"
+
 namespace desra {
-namespace baseline {
-#include "dmap_kernels.inc"
-#include "bitmask_kernels.inc"
-}  // namespace baseline
 
 extern const CpuKernels kKernelsBaseline = {
 #if defined(__aarch64__)
