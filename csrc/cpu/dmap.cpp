@@ -61,14 +61,15 @@
 //   (2) |t^_a - tau_a| <= delta_a = (1 + u) gamma_11 sqrt(s_a) + u |tau_a|;
 //       |T1^ - T| <= c1 sqrt(v), c1 = (1 + gamma_12)((1 + u) gamma_11 sqrt(kS) + u sqrt(kA)) + gamma_12 sqrt(kA).
 //   (3) with D2 = sum g delta^2 <= (2 (1+u)^2 gamma_11^2 kS + 2 u^2 kA) v, the e_a err in sum by
-//       <= ee v, ee = eh kS + 2 sqrt(D2 kA) + D2, plus their rounding: ee1 = ee + u (1 + kA + ee);
+//       <= ee v, ee = eh kS + 2 sqrt(D2 kA) + D2, plus their roundings (t^2, the sum; without FMA):
+//       ee1 = ee + 2u (1 + kA + ee);
 //       the accumulation (gamma_12, terms summing to <= (1 + kA + ee1) v): cE = ee1 + gamma_12 (1 + kA + ee1).
 //   (4) |T1^2 - T^2| (+ the square's rounding) <= cT v, cT = c1 (2 sqrt(kA) + c1) + u (sqrt(kA) + c1)^2.
 //   (5) the subtraction (cS = cE + cT + u (1 + cE + cT)), scale^2 rounded to float32 and the
 //       product: rho' = cS (1 + gamma_2) + gamma_2.
 //   So |var32 - var| <= rho'/(1 - rho') var32; var_rel_bound32 doubles it (rho) to cover the
 //   float64 taps' and the reference window's own last-bit differences. A flat window gives 0
-//   exactly, and var32 >= 0 whenever the bound holds. Gaussian: rho ~ 2.7e-4, box: ~8.8e-4 (_C._var_rel_bound32).
+//   exactly, and var32 >= 0 whenever the bound holds. Gaussian: rho ~ 2.8e-4, box: ~9.0e-4 (_C._var_rel_bound32).
 //   D error: on the segment between var and var32 every point xi satisfies |var32 - var| <=
 //   rho/(1 - rho) xi, and xi |dD_c/dxi| <= max(sx sy / M, N xi / M^2) <= 1 + 2e-8/C, so per
 //   channel (two variances) |D_c(var32) - D_c(var)| <= 2 rho / (1 - rho) (1 + 1e-9), and so is the
@@ -159,7 +160,7 @@ double var_rel_bound32(int window) {
   const double c1 = (1 + g12) * ((1 + u) * g11 * std::sqrt(ks) + u * ra) + g12 * ra;         // (2)
   const double d2 = 2 * (1 + u) * (1 + u) * g11 * g11 * ks + 2 * u * u * ka;
   const double ee = eh * ks + 2 * std::sqrt(d2 * ka) + d2;                                   // (3)
-  const double ee1 = ee + u * (1 + ka + ee);
+  const double ee1 = ee + 2 * u * (1 + ka + ee);  // t^2 and the sum rounded (one with FMA)
   const double ce = ee1 + g12 * (1 + ka + ee1);
   const double ct = c1 * (2 * ra + c1) + u * (ra + c1) * (ra + c1);                          // (4)
   const double cs = ce + ct + u * (1 + ce + ct);
