@@ -1,5 +1,5 @@
-// The dispatched CPU kernels compiled for AVX2 + FMA (x86-64 only). Chosen at
-// run time when cpuid reports these (and the OS saves ymm state): desra/cpu_isa.h.
+// The dispatched CPU kernels compiled for AVX2 + FMA (x86-64 only). Chosen at run time when cpuid
+// reports these (and the OS saves ymm state): desra/cpu_isa.h.
 #include "kernels_prelude.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -9,14 +9,9 @@
 #define DESRA_HAVE_AVX512 0
 #define DESRA_HAVE_AVX2 1
 #define DESRA_VBYTES 32
-
 #define DESRA_ISA avx2
+#define DESRA_ISA_NAME "avx2"
+#define DESRA_ISA_TABLE kKernelsAvx2
 #include "kernels_isa.inc"
-
 #pragma GCC pop_options
-
-namespace desra {
-extern const CpuKernels kKernelsAvx2 = {"avx2", &avx2::dmap_kernel, &avx2::premask_kernel,
-                                          &avx2::pack_row, &avx2::unpack_row};
-}  // namespace desra
 #endif

@@ -8,18 +8,13 @@
 // GCC tunes for 256-bit vectors by default; the auto-vectorized loops (conversions, channel mean)
 // run faster with zmm registers. No result changes (no reassociation, no fast-math).
 #pragma GCC target("prefer-vector-width=512")
-// (GCC's C++ front end does not redefine __AVX2__ etc. after a target pragma: own macros.)
+// (GCC's C++ front end does not redefine __AVX512F__ etc. after a target pragma: own macros.)
 #define DESRA_HAVE_AVX512 1
 #define DESRA_HAVE_AVX2 1
 #define DESRA_VBYTES 64
-
 #define DESRA_ISA avx512
+#define DESRA_ISA_NAME "avx512"
+#define DESRA_ISA_TABLE kKernelsAvx512
 #include "kernels_isa.inc"
-
 #pragma GCC pop_options
-
-namespace desra {
-extern const CpuKernels kKernelsAvx512 = {"avx512", &avx512::dmap_kernel, &avx512::premask_kernel,
-                                          &avx512::pack_row, &avx512::unpack_row};
-}  // namespace desra
 #endif

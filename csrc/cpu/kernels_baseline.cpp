@@ -5,17 +5,11 @@
 #define DESRA_HAVE_AVX512 0
 #define DESRA_HAVE_AVX2 0
 #define DESRA_VBYTES 16
-
 #define DESRA_ISA baseline
-#include "kernels_isa.inc"
-
-namespace desra {
-
-extern const CpuKernels kKernelsBaseline = {
 #if defined(__aarch64__)
-    "neon",
+#define DESRA_ISA_NAME "neon"
 #else
-    "baseline",
+#define DESRA_ISA_NAME "baseline"
 #endif
-    &baseline::dmap_kernel, &baseline::premask_kernel, &baseline::pack_row, &baseline::unpack_row};
-}  // namespace desra
+#define DESRA_ISA_TABLE kKernelsBaseline
+#include "kernels_isa.inc"
