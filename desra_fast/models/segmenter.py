@@ -40,6 +40,7 @@ import numpy as np
 
 from .._inputs import (_as_numpy, _check_values_numpy, _check_values_tensor, _scale_for, _to_4d_numpy,
                        _to_4d_tensor, is_tensor)
+from .checkpoint import CheckpointError as _ModelCheckpointError
 
 #: mmsegmentation's ADE20K normalisation (RGB, 0..255 scale); HF's ImageNet mean/std are the same /255.
 MEAN = (123.675, 116.28, 103.53)
@@ -77,8 +78,9 @@ ADE20K_PALETTE = (
 )
 
 
-class CheckpointError(ValueError):
-    """A segmentation checkpoint that cannot be read or does not fit a SegFormer."""
+class CheckpointError(_ModelCheckpointError):
+    """A segmentation checkpoint that cannot be read or does not fit a SegFormer (a
+    :class:`desra_fast.models.CheckpointError`, like the SR loaders' errors)."""
 
 
 # ----------------------------------------------------------------------------------------------
