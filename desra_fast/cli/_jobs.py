@@ -7,6 +7,20 @@ import sys
 from typing import Callable
 
 
+def add_job_arguments(parser, items: str = "images") -> None:
+    """The flags every folder job shares (read back by :func:`run_options`)."""
+    from ._args import positive_int
+
+    parser.add_argument("--workers", type=positive_int, default=2,
+                        help=f"threads decoding, and threads writing, {items} while the job computes (default 2)")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help=f"retry {items} an earlier run recorded as failed (default: keep their error)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (default: bar on a terminal)")
+    parser.add_argument("--no-fsync", action="store_true",
+                        help="do not fsync each file before renaming it into place (faster on slow disks; "
+                        "still safe against killed jobs, but not against power loss)")
+
+
 def run_options(args):
     """``RunOptions`` from ``--workers``, ``--retry-failed``, ``--no-progress``, ``--no-fsync``."""
     from ..jobs import RunOptions

@@ -1,8 +1,8 @@
 """``desra-fast detect``: a resumable detection job over a GAN-SR folder and an MSE-SR folder."""
 from __future__ import annotations
 
-from ._args import BACKENDS, finite_float, non_negative_int, positive_int
-from ._jobs import run_and_report
+from ._args import BACKENDS, finite_float, non_negative_int
+from ._jobs import add_job_arguments, run_and_report
 
 NAME = "detect"
 HELP = "detect artifacts for every GAN-SR/MSE-SR pair of two folders (resumable)"
@@ -27,18 +27,11 @@ def add_arguments(parser) -> None:
                         help="keep regions of more than this many pixels (default 4000)")
     parser.add_argument("--window", choices=("gaussian", "box"), default="gaussian",
                         help="11x11 window of the local statistics (default gaussian, as the released scripts)")
-    parser.add_argument("--workers", type=positive_int, default=2,
-                        help="threads decoding, and threads writing, images while detection runs (default 2)")
     parser.add_argument("--overlay", action="store_true",
                         help="also write OUT_DIR/overlays/<path>.jpg: GAN-SR with regions tinted and "
                         "outlined, beside MSE-SR")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help="detection backend (default auto)")
-    parser.add_argument("--retry-failed", action="store_true",
-                        help="retry pairs an earlier run recorded as failed (default: keep their error)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (default: bar on a terminal)")
-    parser.add_argument("--no-fsync", action="store_true",
-                        help="do not fsync each file before renaming it into place (faster on slow disks; "
-                        "still safe against killed jobs, but not against power loss)")
+    add_job_arguments(parser, "pairs")
 
 
 def run(args, parser) -> int:

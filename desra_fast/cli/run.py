@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ._args import BACKENDS, finite_float, non_negative_int, positive_int
-from ._jobs import run_and_report, run_options
+from ._jobs import add_job_arguments, run_and_report, run_options
 
 NAME = "run"
 HELP = "the whole data step: LR images -> SR pair -> mask + manifest (resumable; local or Ray)"
@@ -44,10 +44,7 @@ def add_arguments(parser) -> None:
                         help="keep regions of more than this many pixels (default 4000)")
     parser.add_argument("--window", choices=("gaussian", "box"), default="gaussian")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help="detection backend (default auto)")
-    parser.add_argument("--workers", type=positive_int, default=2, help="decode threads and write threads (default 2)")
-    parser.add_argument("--retry-failed", action="store_true", help="retry images an earlier run recorded as failed")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--no-fsync", action="store_true")
+    add_job_arguments(parser)
 
 
 def run(args, parser) -> int:

@@ -5,6 +5,7 @@ import os
 import sys
 
 from ._args import positive_int
+from ._jobs import add_job_arguments
 
 NAME = "segment"
 HELP = "ADE20K label maps (palette PNGs) of every image of a folder with a SegFormer (resumable)"
@@ -31,11 +32,7 @@ def add_arguments(parser) -> None:
                         "only for files you trust)")
     parser.add_argument("--batch-size", type=positive_int, default=1,
                         help="same-size images per network call (default 1)")
-    parser.add_argument("--workers", type=positive_int, default=2,
-                        help="threads decoding, and threads writing, images (default 2)")
-    parser.add_argument("--retry-failed", action="store_true", help="retry images an earlier run recorded as failed")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (default: bar on a terminal)")
-    parser.add_argument("--no-fsync", action="store_true", help="do not fsync each file before renaming it into place")
+    add_job_arguments(parser)
 
 
 def make_job(in_dir: str, out_dir: str, segmenter, batch_size: int = 1):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ._args import non_negative_int
-from ._jobs import run_and_report, run_options
+from ._jobs import add_job_arguments, run_and_report, run_options
 
 NAME = "sr"
 HELP = "upscale an image or a folder with an SR model (Real-ESRGAN's inference flags; resumable)"
@@ -55,10 +55,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("-g", "--gpu-id", type=non_negative_int, default=None, help="GPU index (same as --device cuda:N)")
     parser.add_argument("--runtime", choices=("auto", "torch", "onnxruntime", "tensorrt"), default="auto")
-    parser.add_argument("--workers", type=int, default=2, help="decode threads and write threads (default 2)")
-    parser.add_argument("--retry-failed", action="store_true", help="retry inputs an earlier run recorded as failed")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--no-fsync", action="store_true")
+    add_job_arguments(parser)
 
 
 def run(args, parser) -> int:
