@@ -26,8 +26,11 @@
 //    The hot loops (uint8 conversion, horizontal, vertical, D formula, threshold) have AVX-512
 //    bodies and a plain C++ fallback/tail computing the same sums in the same order.
 //    That is the float64-moment path (float32/float64 inputs); integer inputs (uint8, uint16)
-//    take the float32 path below, with the same tiling and ring (14 or 12 rows of float32 x,
-//    s1, hv planes, 4 or 2 output rows per vertical pass depending on the vector registers).
+//    take the float32 path below: column tiles of kTileCols32 (256) output pixels, a ring of 15
+//    or 14 rows of float32 x, s1, hv planes, and 5 or 4 output rows per vertical pass (AVX-512's
+//    32 vector registers hold the 15 row values of a 5-row pass; 16 registers hold 14). Both
+//    11-tap passes sum symmetric tap pairs (g_b = g_{10-b}): on these cores the FMA units are
+//    the bound, and a pair costs one addition and one multiply-add instead of two multiply-adds.
 //  * Input dtype (uint8/uint16/float32/float64) and C (1, 3) are template parameters; any byte
 //    strides are read directly (no copies); a row whose pixels are packed (stride W = C*itemsize,
 //    stride C = itemsize) takes a flat conversion loop (intrinsics for uint8: the common
@@ -47,8 +50,10 @@
 // which is exactly the window variance (within-row plus between-row parts, law of total
 // variance). Raw element values are used (exact in float32) and scale^2 is applied at the end.
 // Error bound (u = 2^-24, gamma_k = k u / (1 - k u); v = exact variance in raw units; the taps are
-// rounded to float32, one more relative rounding per product; FMA or not, each term below sees
-// at most the rounding counts used):
+// rounded to float32, one more relative rounding per product; FMA or not, and summed in symmetric
+// pairs or not, each term below sees at most the rounding counts used: a horizontal pair adds
+// d_b + d_{10-b} exactly and rounds d_b^2 + d_{10-b}^2 at most twice, then 5 accumulations; a
+// vertical pair rounds t_a + t_{10-a} (or e_a + e_{10-a}) once, then 6 terms are accumulated):
 //   Structure (g5 = centre tap, wref = g5 * g[5 - 2] the smallest weight a reference pixel can
 //   have; exact weights sum to 1): the row variance h_a about the row mean satisfies
 //   h_a >= g5 m_a^2 (m_a = exact s1_a: the centre term alone), so the row second moment
