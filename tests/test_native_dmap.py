@@ -165,10 +165,12 @@ def test_dmap_real_photos(name):
         check_dmap(gan, mse, window, 1.0)
 
 
-@pytest.mark.parametrize("h,w", [(11, 11), (12, 11), (11, 30), (23, 17), (40, 139), (40, 266), (31, 523)])
+@pytest.mark.parametrize("h,w", [(11, 11), (12, 11), (11, 30), (23, 17), (40, 139), (40, 266), (24, 267), (26, 139), (33, 30), (31, 523)])
 @pytest.mark.parametrize("c", [1, 3])
 def test_dmap_sizes(h, w, c):
-    # 11x11 gives one output pixel; 139, 266 and 523 cross the 128-column tile boundaries (+ halo).
+    # 11x11 gives one output pixel; 139, 266, 267 and 523 end at or cross the column tile boundaries
+    # (128 columns on the float64 path, 256 on the float32 path; + halo); the heights leave every
+    # remainder of the 4- and 5-row vertical passes (1, 2, 13, 14, 16, 21, 23, 30 output rows).
     rng = np.random.default_rng(h * 1000 + w)
     gan = rng.integers(0, 256, (2, h, w, c), dtype=np.uint8)
     mse = rng.integers(0, 256, (2, h, w, c), dtype=np.uint8)
