@@ -109,8 +109,8 @@ def detect(
     labels = prepare_seg(seg, pair, device=None if b == "cpu" else pair.device)
     if b == "cpu":
         g, m, scale = pair.numpy_nhwc()
-        pre = _native.C.premask(g, m, labels, w, thr, win, scale)
-        mask, counts = _postprocess_host(pre, area, n, H, W)
+        mask = np.zeros((n, H, W), dtype=np.bool_)
+        counts = _native.C.detect(g, m, labels, w, thr, win, scale, area, mask[:, HALO:H - HALO, HALO:W - HALO])
         mask = _to_output(mask, pair)
     else:
         from . import kernels

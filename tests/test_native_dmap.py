@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
+from oracle import oracle_postprocess
+
 _C = pytest.importorskip("desra_fast._C")
 
 GAUSSIAN, BOX = 0, 1
@@ -281,6 +283,64 @@ def test_premask_real_photos_with_labels_and_random_weights(name):
     big = np.zeros((1, gan.shape[1], gan.shape[2] * 2), np.uint8)
     big[:, :, ::2] = labels
     check_premask(gan, mse, big[:, :, ::2], weights, 0.7, GAUSSIAN, 1.0, d64)
+
+
+# ---- fused detect (premask into a reused per-thread buffer, then postprocess) -----------------
+def check_fused_detect(gan, mse, labels, weights, threshold, area, out_dtype=np.bool_):
+    """_C.detect against the float64 pre-mask oracle followed by the oracle's morphology."""
+    d64 = oracle_d(gan, mse, GAUSSIAN, 1.0)
+    pre = oracle_mask(d64, labels, weights, threshold)
+    n, h, w = pre.shape
+    full = np.full((n, h + 10, w + 10), 3, np.uint8).astype(out_dtype)  # frame must stay untouched
+    counts = _C.detect(gan, mse, labels, weights, threshold, GAUSSIAN, 1.0, area, full[:, 5:-5, 5:-5])
+    assert counts.dtype == np.int64 and counts.shape == (n,)
+    for i in range(n):
+        want = oracle_postprocess(pre[i], area)
+        got = full[i, 5:-5, 5:-5].astype(bool)
+        bad = np.argwhere(got != want)
+        assert bad.size == 0, f"image {i}: {len(bad)} pixels differ, first {bad[:3].tolist()}"
+        assert counts[i] == cv2.connectedComponents(want.astype(np.uint8), connectivity=8)[0] - 1
+        frame = full[i].copy()
+        frame[5:-5, 5:-5] = 3
+        assert (frame.astype(np.uint8) == np.uint8(np.array(3).astype(out_dtype))).all()
+
+
+def test_fused_detect_matches_oracle_as_its_buffer_grows_and_shrinks():
+    """Consecutive calls of different sizes reuse one pre-mask buffer: stale bytes of a larger
+    earlier call must never show in a smaller later one, nor a small buffer overflow."""
+    rng = np.random.default_rng(21)
+    big = batch([textured_pair(rng, 180, 230) for _ in range(3)], np.uint8)
+    small = batch([flat_mse_pair(rng, 60, 71)], np.uint8)
+    mid = batch([photo_pair("astronaut", rng, crop=(120, 150)) for _ in range(2)], np.uint8)
+    for (gan, mse), area in ((small, 10), (big, 300), (small, 10), (mid, 150), (big, 0)):
+        check_fused_detect(gan, mse, None, None, 0.7, area)
+    labels = rng.integers(0, 150, mid[0].shape[:3], dtype=np.uint8)
+    labels[:, 30:90, 20:130] = 2
+    weights = rng.uniform(0.5, 2.0, 150)
+    check_fused_detect(*mid, labels, weights, 0.6, 150, out_dtype=np.uint8)
+
+
+def test_fused_detect_bad_inputs_raise_value_error():
+    rng = np.random.default_rng(2)
+    gan, mse = batch([textured_pair(rng, 40, 50)], np.uint8)
+    ok = np.zeros((1, 30, 40), np.bool_)
+    with pytest.raises(ValueError, match="valid region"):
+        _C.detect(gan, mse, None, None, 0.7, GAUSSIAN, 1.0, 10, np.zeros((1, 40, 50), np.bool_))
+    with pytest.raises(ValueError, match="valid region"):
+        _C.detect(gan, mse, None, None, 0.7, GAUSSIAN, 1.0, 10, np.zeros((2, 30, 40), np.bool_))
+    with pytest.raises(ValueError, match="dtype"):
+        _C.detect(gan, mse, None, None, 0.7, GAUSSIAN, 1.0, 10, np.zeros((1, 30, 40), np.float32))
+    ro = ok.copy()
+    ro.setflags(write=False)
+    with pytest.raises(ValueError, match="writeable"):
+        _C.detect(gan, mse, None, None, 0.7, GAUSSIAN, 1.0, 10, ro)
+    with pytest.raises(ValueError, match="area_threshold"):
+        _C.detect(gan, mse, None, None, 0.7, GAUSSIAN, 1.0, -1, ok)
+    with pytest.raises(ValueError, match="shapes differ"):
+        _C.detect(gan, mse[:, :-1], None, None, 0.7, GAUSSIAN, 1.0, 10, ok)
+    with pytest.raises(ValueError, match="< 150"):
+        _C.detect(gan, mse, np.full(gan.shape[:3], 200, np.uint8), np.ones(150), 0.7, GAUSSIAN, 1.0, 10, ok)
+    assert not ok.any()  # nothing written by the failed calls
 
 
 def test_premask_float_values_outside_0_255():

@@ -12,8 +12,9 @@
 // and premask = clip(D * W[label], 0, 1) < threshold.
 //
 // Design: one fused pass, no full-size intermediate planes.
-//  * Work items are (image, strip of output rows); the desra::parallel_for threads take them from
-//    a shared counter (about 4 per thread, for balance on shared cores).
+//  * Work items are (image, strip of output rows, band of column tiles); the desra::parallel_for
+//    threads take them from a shared counter (about 16 per thread, for balance on shared cores:
+//    a late or preempted thread then delays the call by one short item).
 //  * A strip is walked in column tiles of kTileCols output pixels. For every input row of the
 //    strip (strip rows + the 10-row vertical halo) the tile's input segment (+10 columns of
 //    horizontal halo) is converted to float64, centred (v - 127.5), squared, and filtered
@@ -134,6 +135,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -302,8 +304,11 @@ py::array_t<float> dmap_py(const py::array& gan, const py::array& mse, int windo
   return out;
 }
 
-py::array_t<uint8_t> premask_py(const py::array& gan, const py::array& mse, const py::object& labels_obj,
-                                const py::object& weights_obj, double threshold, int window, double scale) {
+}  // namespace
+
+void premask_into(const py::array& gan, const py::array& mse, const py::object& labels_obj,
+                  const py::object& weights_obj, double threshold, int window, double scale,
+                  const std::function<uint8_t*(int64_t, int64_t, int64_t)>& alloc) {
   const Inputs in = validate(gan, mse, window, scale);
   Labels3 labels;
   py::array labels_arr;
@@ -337,17 +342,27 @@ py::array_t<uint8_t> premask_py(const py::array& gan, const py::array& mse, cons
   } else if (labels.data) {
     throw py::value_error("premask: weights are required when labels are given");
   }
-  py::array_t<uint8_t> out({static_cast<py::ssize_t>(in.p.n), static_cast<py::ssize_t>(in.p.hout),
-                            static_cast<py::ssize_t>(in.p.wout)});
+  uint8_t* out = alloc(in.p.n, in.p.hout, in.p.wout);
   std::atomic<int64_t> fallbacks{0};
   std::atomic<bool> bad_label{false};
   {
     py::gil_scoped_release nogil;
-    cpu_kernels().premask(PremaskCall{in.p, in.gan, in.mse, in.dtype, out.mutable_data(), labels, weights,
-                                      threshold, &fallbacks, &bad_label});
+    cpu_kernels().premask(PremaskCall{in.p, in.gan, in.mse, in.dtype, out, labels, weights, threshold, &fallbacks,
+                                      &bad_label});
   }
   g_fallback_pixels.fetch_add(fallbacks.load());
   if (bad_label.load()) throw py::value_error("premask: labels must be < 150 (ADE20K classes)");
+}
+
+namespace {
+
+py::array_t<uint8_t> premask_py(const py::array& gan, const py::array& mse, const py::object& labels_obj,
+                                const py::object& weights_obj, double threshold, int window, double scale) {
+  py::array_t<uint8_t> out;
+  premask_into(gan, mse, labels_obj, weights_obj, threshold, window, scale, [&](int64_t n, int64_t h, int64_t w) {
+    out = py::array_t<uint8_t>({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(h), static_cast<py::ssize_t>(w)});
+    return out.mutable_data();
+  });
   return out;
 }
 

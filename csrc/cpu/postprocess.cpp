@@ -13,6 +13,8 @@
 #include <atomic>
 #include <climits>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,6 +29,13 @@
 namespace py = pybind11;
 
 namespace desra {
+
+// cpu/dmap.cpp: validates premask's arguments, asks alloc(n, hout, wout) for a C-contiguous
+// output of that many bytes (called with the GIL held) and runs the pre-mask kernel into it.
+void premask_into(const py::array& gan, const py::array& mse, const py::object& labels,
+                  const py::object& weights, double threshold, int window, double scale,
+                  const std::function<uint8_t*(int64_t, int64_t, int64_t)>& alloc);
+
 namespace {
 
 // A validated (N, h, w) byte array: element (n, y, x) at base[n*sn + y*sy + x*sx].
@@ -254,6 +263,56 @@ py::array_t<int64_t> postprocess(py::array mask, int64_t area_threshold, const p
   return counts;
 }
 
+// The pre-mask of the whole batch, reused by the calling thread from call to call: a fresh
+// N x 4 MB buffer per call costs a page fault per 4 KB (about a fifth of a 4 Mpx detect on these
+// machines, whose allocator returns freed blocks of that size to the system). Released after a
+// batch whose pre-mask exceeds kKeepBytes.
+struct PremaskBuffer {
+  std::unique_ptr<uint8_t[]> data;
+  size_t size = 0;
+  static constexpr size_t kKeepBytes = size_t{1} << 26;  // 64 MB (a batch of 16 4-Mpx images)
+  uint8_t* get(size_t n) {
+    if (n > size) {
+      data.reset(new uint8_t[n]);
+      size = n;
+    }
+    return data.get();
+  }
+  void trim() {
+    if (size > kKeepBytes) {
+      data.reset();
+      size = 0;
+    }
+  }
+};
+thread_local PremaskBuffer t_premask;
+
+// premask + postprocess without the pre-mask array: the masks go straight into `out`.
+py::array_t<int64_t> detect(const py::array& gan, const py::array& mse, const py::object& labels,
+                            const py::object& weights, double threshold, int window, double scale,
+                            int64_t area_threshold, const py::array& out) {
+  check_area(area_threshold);
+  const ByteView3D o = byte_view(out, "out", true);
+  ByteView3D in;
+  premask_into(gan, mse, labels, weights, threshold, window, scale, [&](int64_t n, int64_t h, int64_t w) {
+    if (o.n != n || o.h != h || o.w != w)
+      throw py::value_error("out must have the shape of the valid region (N, H-10, W-10) = (" + std::to_string(n) +
+                            ", " + std::to_string(h) + ", " + std::to_string(w) + "), got (" +
+                            std::to_string(o.n) + ", " + std::to_string(o.h) + ", " + std::to_string(o.w) + ")");
+    in = ByteView3D{t_premask.get(static_cast<size_t>(n * h * w)), n, h, w, h * w, w, 1};
+    return in.base;
+  });
+  std::vector<int64_t> kept(static_cast<size_t>(in.n));
+  {
+    py::gil_scoped_release nogil;
+    for_each_image(in, [&](int64_t i) { kept[i] = postprocess_image(in.image(i), area_threshold, o.image(i)); });
+  }
+  t_premask.trim();
+  py::array_t<int64_t> counts(static_cast<py::ssize_t>(kept.size()));
+  std::copy(kept.begin(), kept.end(), counts.mutable_data());
+  return counts;
+}
+
 }  // namespace
 
 void bind_postprocess(py::module_& m) {
@@ -275,6 +334,12 @@ void bind_postprocess(py::module_& m) {
         "Fused erode r=2 -> dilate r=6 -> fill holes -> keep components with area >\n"
         "area_threshold on uint8/bool (N, h, w) masks (nonzero = 1); writes 0/1 into `out`, a\n"
         "uint8 or bool (N, h, w) array of any strides. -> int64 (N,) kept counts per image.");
+  m.def("detect", &detect, py::arg("gan"), py::arg("mse"), py::arg("labels"), py::arg("weights"),
+        py::arg("threshold"), py::arg("window"), py::arg("scale"), py::arg("area_threshold"), py::arg("out"),
+        "premask(gan, mse, labels, weights, threshold, window, scale) followed by\n"
+        "postprocess(., area_threshold, out), without allocating the pre-mask: writes the 0/1\n"
+        "masks into `out`, a uint8 or bool (N, H-10, W-10) array of any strides (written only after\n"
+        "the inputs have been read). -> int64 (N,) kept counts per image.");
 }
 
 }  // namespace desra
