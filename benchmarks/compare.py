@@ -369,7 +369,7 @@ def run_isa_paths(repeats: int, weights: np.ndarray, fast_mod, reference: str | 
     can run, the path switched right before its call), so a change of machine load hits all alike;
     a ratio is the median of the per-round ratios. ``reference``: the path of another build of
     ``desra_fast._C`` (e.g. the former default ``-march=native`` one) timed in the same rounds on
-    the raw kernels (``premask`` + ``postprocess``, and ``dmap``).
+    the raw kernels (``detect``, or ``premask`` + ``postprocess`` in builds without it, and ``dmap``).
     """
     C = _native_C()
     isas = list(C.cpu_isas_available())
@@ -391,9 +391,13 @@ def run_isa_paths(repeats: int, weights: np.ndarray, fast_mod, reference: str | 
         w = None if seg is None else weights
 
         def call():
-            pre = mod.premask(g1, m1, labels, w, fast_mod.THRESHOLD, 0, 1.0)
             full = np.zeros((1,) + pair.shape, np.bool_)
-            mod.postprocess(pre, fast_mod.AREA_THRESHOLD, full[:, HALO:-HALO, HALO:-HALO])
+            if hasattr(mod, "detect"):  # the fused entry point (no pre-mask array)
+                mod.detect(g1, m1, labels, w, fast_mod.THRESHOLD, 0, 1.0, fast_mod.AREA_THRESHOLD,
+                           full[:, HALO:-HALO, HALO:-HALO])
+            else:  # builds before it
+                pre = mod.premask(g1, m1, labels, w, fast_mod.THRESHOLD, 0, 1.0)
+                mod.postprocess(pre, fast_mod.AREA_THRESHOLD, full[:, HALO:-HALO, HALO:-HALO])
             return full[0]
         return call
 
@@ -464,7 +468,7 @@ def render_isa(r: dict) -> str:
     a("`x` columns are medians of the per-round ratios, times are medians.")
     if r.get("reference"):
         a(f"`reference build` = another build of the module (`{r['reference']}`), timed on its raw kernels")
-        a(f"(`premask` + `postprocess`, as `{best} (raw kernels)` is for ours) in the same rounds.")
+        a(f"(`_C.detect`, or `premask` + `postprocess` where it has none, as `{best} (raw kernels)` is for ours) in the same rounds.")
     a("")
     for variant, title in (("noseg", "detect without seg"), ("seg", "detect with seg")):
         v = r[variant]
