@@ -293,6 +293,9 @@ py::array_t<int64_t> detect(const py::array& gan, const py::array& mse, const py
                             int64_t area_threshold, const py::array& out) {
   check_area(area_threshold);
   const ByteView3D o = byte_view(out, "out", true);
+  struct Trim {  // also when premask throws (bad labels) after the buffer grew
+    ~Trim() { t_premask.trim(); }
+  } trim_on_exit;
   ByteView3D in;
   premask_into(gan, mse, labels, weights, threshold, window, scale, [&](int64_t n, int64_t h, int64_t w) {
     if (o.n != n || o.h != h || o.w != w)
@@ -307,7 +310,6 @@ py::array_t<int64_t> detect(const py::array& gan, const py::array& mse, const py
     py::gil_scoped_release nogil;
     for_each_image(in, [&](int64_t i) { kept[i] = postprocess_image(in.image(i), area_threshold, o.image(i)); });
   }
-  t_premask.trim();
   py::array_t<int64_t> counts(static_cast<py::ssize_t>(kept.size()));
   std::copy(kept.begin(), kept.end(), counts.mutable_data());
   return counts;
