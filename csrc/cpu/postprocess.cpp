@@ -237,6 +237,19 @@ int64_t postprocess_image(const ByteView2D& src, int64_t area_threshold, const B
   return kept.count();
 }
 
+// The fused pipeline on every image of `in` into `o` (same shape, not overlapping `in`), without
+// the GIL. -> int64 (N,) kept counts.
+py::array_t<int64_t> postprocess_views(const ByteView3D& in, int64_t area_threshold, const ByteView3D& o) {
+  std::vector<int64_t> kept(static_cast<size_t>(in.n));
+  {
+    py::gil_scoped_release nogil;
+    for_each_image(in, [&](int64_t i) { kept[i] = postprocess_image(in.image(i), area_threshold, o.image(i)); });
+  }
+  py::array_t<int64_t> counts(static_cast<py::ssize_t>(kept.size()));
+  std::copy(kept.begin(), kept.end(), counts.mutable_data());
+  return counts;
+}
+
 py::array_t<int64_t> postprocess(py::array mask, int64_t area_threshold, const py::array& out) {
   check_area(area_threshold);
   ByteView3D in = byte_view(mask, "mask", false);
@@ -253,14 +266,7 @@ py::array_t<int64_t> postprocess(py::array mask, int64_t area_threshold, const p
     mask = py::array(mask.attr("copy")());
     in = byte_view(mask, "mask", false);
   }
-  std::vector<int64_t> kept(static_cast<size_t>(in.n));
-  {
-    py::gil_scoped_release nogil;
-    for_each_image(in, [&](int64_t i) { kept[i] = postprocess_image(in.image(i), area_threshold, o.image(i)); });
-  }
-  py::array_t<int64_t> counts(static_cast<py::ssize_t>(kept.size()));
-  std::copy(kept.begin(), kept.end(), counts.mutable_data());
-  return counts;
+  return postprocess_views(in, area_threshold, o);
 }
 
 // The pre-mask of the whole batch, reused by the calling thread from call to call: a fresh
@@ -305,14 +311,7 @@ py::array_t<int64_t> detect(const py::array& gan, const py::array& mse, const py
     in = ByteView3D{t_premask.get(static_cast<size_t>(n * h * w)), n, h, w, h * w, w, 1};
     return in.base;
   });
-  std::vector<int64_t> kept(static_cast<size_t>(in.n));
-  {
-    py::gil_scoped_release nogil;
-    for_each_image(in, [&](int64_t i) { kept[i] = postprocess_image(in.image(i), area_threshold, o.image(i)); });
-  }
-  py::array_t<int64_t> counts(static_cast<py::ssize_t>(kept.size()));
-  std::copy(kept.begin(), kept.end(), counts.mutable_data());
-  return counts;
+  return postprocess_views(in, area_threshold, o);
 }
 
 }  // namespace
