@@ -285,6 +285,51 @@ def test_premask_real_photos_with_labels_and_random_weights(name):
     check_premask(gan, mse, big[:, :, ::2], weights, 0.7, GAUSSIAN, 1.0, d64)
 
 
+def test_premask_non_finite_tiny_and_huge_weights():
+    # The kernel compares D with a per-class threshold t / W; weights whose decision does not
+    # depend on D (W <= 0, +inf, NaN) or that push t / W far out of range must still follow numpy's
+    # clip(D * W, 0, 1) < t, for thresholds inside and outside (0, 1].
+    rng = np.random.default_rng(17)
+    for dtype in (np.uint8, np.float32):
+        gan, mse = batch([textured_pair(rng, 60, 80), flat_mse_pair(rng, 60, 80)], dtype)
+        labels = rng.integers(0, 8, gan.shape[:3], dtype=np.uint8)
+        weights = np.ones(150)
+        weights[:8] = [np.inf, -np.inf, np.nan, 1e-30, 1e30, -2.0, 0.0, 0.9]
+        d64 = oracle_d(gan, mse, GAUSSIAN, SCALES[dtype])
+        dp = d_prime(d64, labels, weights)
+        finite = np.isfinite(dp) & (dp > 0) & (dp < 1)
+        for thr in [0.7, 1.0, 1.5, 0.0, -1.0, 1e-31] + near_tie_thresholds(dp[finite], 3, rng):
+            check_premask(gan, mse, labels, weights, thr, GAUSSIAN, SCALES[dtype], d64)
+
+
+def test_float32_path_error_stays_within_its_band():
+    # The float32 path's D error bound (rel * var + abs1 * sqrt(var) + abs0 per variance, see
+    # csrc/cpu/dmap.cpp) must hold where it is tightest: near-flat windows on dark, middle and
+    # bright levels (the row means are rounded relative to |x - K|), one-level specks and steps,
+    # textured and inverted GAN images; and the band must stay small (it sets the float64 work).
+    rng = np.random.default_rng(23)
+    h, w = 72, 96
+    for dtype, scale, k, name in ((np.uint8, 1.0, 1, "uint8"), (np.uint16, 255.0 / 65535.0, 257, "uint16")):
+        for level in (0, 1, 127, 128, 200, 255):
+            mse = np.full((2, h, w, 3), level, np.int64)
+            mse[0] += (rng.random((h, w, 3)) < 0.03) * rng.choice([-1, 1], (h, w, 3))
+            mse[1] += (np.arange(w)[None, :, None] // 5) % 2
+            mse = np.clip(mse, 0, 255)
+            gan = mse + rng.normal(0, 20, mse.shape) * (rng.random((2, h, 1, 1)) < 0.6)
+            gan[:, :, : w // 4] = 255 - mse[:, :, : w // 4]
+            g = np.clip(np.rint(gan), 0, 255).astype(np.int64) * k
+            m = mse * k
+            if dtype == np.uint16:  # single-unit specks on the uint16 scale too
+                m = np.clip(m + (rng.random(m.shape) < 0.02), 0, 65535)
+            g, m = g.astype(dtype), m.astype(dtype)
+            for window in (GAUSSIAN, BOX):
+                band = _C._error_band32(window, name, scale)
+                assert band < (3e-4 if window == GAUSSIAN else 4e-4)
+                for a, b in ((g, m), (m, g)):
+                    err = np.abs(_C.dmap(a, b, window, scale).astype(np.float64) - oracle_d(a, b, window, scale)).max()
+                    assert err <= min(band, TOL), (name, level, window, err, band)
+
+
 # ---- fused detect (premask into a reused per-thread buffer, then postprocess) -----------------
 def check_fused_detect(gan, mse, labels, weights, threshold, area, out_dtype=np.bool_):
     """_C.detect against the float64 pre-mask oracle followed by the oracle's morphology."""

@@ -39,49 +39,61 @@
 //
 
 // float32 path (uint8/uint16 inputs; twice the SIMD lanes of float64). E[x^2] - mu^2 is never
-// formed: as in the Triton kernel (kernels/stage1.py), every moment is taken about a pixel of the
-// window itself, so every rounding error is proportional to the local variance, not to the
-// intensity level. For an output pixel with window rows a and columns b (taps g, centre tap 5):
-//   d_ab = x_ab - x_a5 (row centred on its own centre-column pixel; exact for integers < 2^24),
-//   s1_a = sum_b g_b d_ab,   hv_a = sum_b g_b d_ab^2 - s1_a^2          (horizontal, per input row)
-//   t_a = (x_a5 - x_ref) + s1_a  (row mean relative to a reference pixel of the window: the
-//         centre-column pixel of a row at most kMaxRefOffset = 2 rows from the window's centre
-//         row, shared by the 4 output rows of one vertical pass), e_a = hv_a + t_a^2,
+// formed: every second moment is taken about a value of the window itself, so the rounding errors
+// follow the local variance, not the intensity level. Values are raw elements minus K, the middle
+// of the dtype's range (K = 128 or 32768; x' = x - K is exact and |x'| <= K). For an output pixel
+// with window rows a and columns b (taps g, centre tap 5):
+//   d_ab = x'_ab - x'_a5 (row centred on its own centre-column pixel; exact),
+//   s1_a = sum_b g_b d_ab,  hv_a = sum_b g_b d_ab^2 - s1_a^2,  m_a = x'_a5 + s1_a   (horizontal:
+//         row variance about the row mean, and the row mean itself, rounded once; the ring keeps
+//         m and hv, two planes),
+//   t_a = m_a - m_ref (row means relative to the mean of a reference row: a window row at most
+//         kMaxRefOffset = 2 rows from the window's centre, shared by the rows of one vertical
+//         pass), e_a = hv_a + t_a^2,
 //   var = [ sum_a g_a e_a - (sum_a g_a t_a)^2 ] * scale^2                        (vertical)
 // which is exactly the window variance (within-row plus between-row parts, law of total
-// variance). Raw element values are used (exact in float32) and scale^2 is applied at the end.
-// Error bound (u = 2^-24, gamma_k = k u / (1 - k u); v = exact variance in raw units; the taps are
-// rounded to float32, one more relative rounding per product; FMA or not, and summed in symmetric
-// pairs or not, each term below sees at most the rounding counts used: a horizontal pair adds
-// d_b + d_{10-b} exactly and rounds d_b^2 + d_{10-b}^2 at most twice, then 5 accumulations; a
-// vertical pair rounds t_a + t_{10-a} (or e_a + e_{10-a}) once, then 6 terms are accumulated):
-//   Structure (g5 = centre tap, wref = g5 * g[5 - 2] the smallest weight a reference pixel can
-//   have; exact weights sum to 1): the row variance h_a about the row mean satisfies
-//   h_a >= g5 m_a^2 (m_a = exact s1_a: the centre term alone), so the row second moment
-//   s_a = h_a + m_a^2 <= (1 + 1/g5) h_a and S = sum_a g_a s_a <= kS v, kS = 1 + 1/g5. Likewise
-//   A = sum_a g_a tau_a^2 (tau_a exact t_a) = B + T^2 with B the between-row part <= v and
-//   T = mu - x_ref, T^2 <= v / wref (the reference pixel's own term), so A <= kA v, kA = 1 + 1/wref.
-//   (1) |s1^ - m| <= gamma_11 sum g|d| <= gamma_11 sqrt(s) (Cauchy-Schwarz); the squares' sum
-//       <= gamma_12 s; hence |hv^ - h| <= eh s, eh = (gamma_12 + 2 gamma_11 + gamma_11^2 + 2u) / (1 - u)
-//       (|m| <= sqrt(s)).
-//   (2) |t^_a - tau_a| <= delta_a = (1 + u) gamma_11 sqrt(s_a) + u |tau_a|;
-//       |T1^ - T| <= c1 sqrt(v), c1 = (1 + gamma_12)((1 + u) gamma_11 sqrt(kS) + u sqrt(kA)) + gamma_12 sqrt(kA).
-//   (3) with D2 = sum g delta^2 <= (2 (1+u)^2 gamma_11^2 kS + 2 u^2 kA) v, the e_a err in sum by
-//       <= ee v, ee = eh kS + 2 sqrt(D2 kA) + D2, plus their roundings (t^2, the sum; without FMA):
-//       ee1 = ee + 2u (1 + kA + ee);
-//       the accumulation (gamma_12, terms summing to <= (1 + kA + ee1) v): cE = ee1 + gamma_12 (1 + kA + ee1).
-//   (4) |T1^2 - T^2| (+ the square's rounding) <= cT v, cT = c1 (2 sqrt(kA) + c1) + u (sqrt(kA) + c1)^2.
-//   (5) the subtraction (cS = cE + cT + u (1 + cE + cT)), scale^2 rounded to float32 and the
-//       product: rho' = cS (1 + gamma_2) + gamma_2.
-//   So |var32 - var| <= rho'/(1 - rho') var32; var_rel_bound32 doubles it (rho) to cover the
-//   float64 taps' and the reference window's own last-bit differences. A flat window gives 0
-//   exactly, and var32 >= 0 whenever the bound holds. Gaussian: rho ~ 2.8e-4, box: ~9.0e-4 (_C._var_rel_bound32).
-//   D error: on the segment between var and var32 every point xi satisfies |var32 - var| <=
-//   rho/(1 - rho) xi, and xi |dD_c/dxi| <= max(sx sy / M, N xi / M^2) <= 1 + 2e-8/C, so per
-//   channel (two variances) |D_c(var32) - D_c(var)| <= 2 rho / (1 - rho) (1 + 1e-9), and so is the
-//   channel mean. band32 = that + the reference's own error (2 * 653.7 * kRefVarErr * b^2, b =
-//   255 on the 0..255 scale, see (2)-(3) below) + kEvalErr32 (the float32 formula). For the D map
-//   output the realised error is ~1e-6 (the bound is a worst case).
+// variance); scale^2 is applied at the end (skipped when it is 1).
+// Error bound (u = 2^-24, gamma_k = k u / (1 - k u); exact weights g summing to 1; v = exact
+// variance in raw units = W + B, W = sum_a g_a h_a within rows, B = sum_a g_a (mu_a - mu)^2
+// between rows, mu_a the exact row means; the taps are rounded to float32: one more relative
+// rounding per product; FMA or not, and summed in symmetric pairs or not, each term sees at most
+// the rounding counts used: a horizontal pair adds d_b + d_{10-b} exactly and rounds
+// d_b^2 + d_{10-b}^2 at most twice, then 5 accumulations; a vertical pair rounds t_a + t_{10-a}
+// (or e_a + e_{10-a}) once, then 6 terms are accumulated):
+//   Structure: the row variance h_a satisfies h_a >= g5 s1_a^2 (the centre term alone), so the
+//   row second moment s_a = h_a + s1_a^2 <= kS h_a and S = sum_a g_a s_a <= kS v, kS = 1 + 1/g5.
+//   (H1) |s1^ - s1| <= gamma_11 sum_b g_b |d_b| <= gamma_11 sqrt(s) (Cauchy-Schwarz); the
+//        squares' sum is within gamma_12 s, so |hv^ - h| <= eh s,
+//        eh = (gamma_12 + 2 gamma_11 + gamma_11^2 + 2u) / (1 - u).
+//   (H2) m^_a = mu_a + eta_a with |eta_a| <= (1 + u) gamma_11 sqrt(s_a) + u K (|mu_a| <= K).
+//   Take the computed means mu~_a = m^_a as exact data: their between-row variance B~ and
+//   V~ = W + B~ satisfy |V~ - v| = |B~ - B| <= 2 sqrt(v V_eta) + V_eta (Cauchy-Schwarz on the
+//   covariance of mu and eta), V_eta = sum g eta^2 <= 2 (1+u)^2 gamma_11^2 kS v + 2 u^2 K^2. The
+//   shift eta_ref that every t_a carries cancels: a variance does not see a common offset.
+//   (V1) t^_a = fl(mu~_a - mu~_ref) is within u |t~_a| of the exact difference t~_a. With
+//        T~ = mu~ - mu~_ref, T~^2 <= B~ / g_ref <= B~ / g3 (the reference row's own term; g3 =
+//        g[5 - 2], the smallest weight a reference row has), so A~ = sum g t~^2 = B~ + T~^2 <=
+//        kA B~, kA = 1 + 1/g3, and |T1^ - T~| <= c1 sqrt(kA B~), c1 = (1 + gamma_12) u + gamma_12.
+//   (V2) e^_a = fl(t^_a^2 + hv^_a) (gamma_2): sum g |t^2 + hv^ - (t~^2 + h)| <= err_e =
+//        u (2 + u) kA B~ + eh kS v; the accumulation adds gamma_12 (1 + gamma_2) + gamma_2 of
+//        the magnitudes (<= v + kA B~ + err_e); |T1^2 - T~^2| plus the square's rounding <=
+//        (c1 (2 + c1) + u (1 + c1)^2) kA B~; the final subtraction rounds once more (u), and
+//        scale^2 (rounded to float32) and the product add gamma_2 when scale != 1.
+//   Every magnitude is bounded by B~, V~ <= (sqrt(v) + sqrt(V_eta))^2, a polynomial in sqrt(v):
+//   var_bound32 collects |var32 - V| <= rel V + abs1 sqrt(V) + abs0 (V = v scale^2, scaled
+//   units) and doubles all three, to cover the float64 taps' and the reference window's own
+//   last-bit differences. A flat window gives 0 exactly. Gaussian, uint8: rel ~ 8.1e-5,
+//   abs1 ~ 4.3e-5, abs0 ~ 2.3e-10 (_C._var_bound32).
+//   D error, per variance: split the error at a point v' with |v' - V| <= rel V (every xi between
+//   V and v' has |v' - V| <= rel/(1 - rel) xi and xi |dD_c/dxi| <= 1 + 2e-8/C: at most
+//   rel/(1 - rel) (1 + 1e-9)) and a rest Delta <= abs1 sqrt(V) + abs0, over which |dD_c/dxi| <=
+//   sy/(sx M) + 1/M with sy/M <= 1/(2 sqrt(C - 1e-8)), sx >= sqrt(xi + 1e-8) and M >= xi + C:
+//   if V (1 - rel) >= 4 Delta then xi >= 0.75 V (1 - rel) (the sqrt(V) terms stay bounded), else V
+//   is below a small root and sx >= 1e-4 (error_band32 takes the larger case). Per channel: twice
+//   that (two variances); the channel mean does not increase it. band32 = that + the reference's
+//   own error (2 * 653.7 * kRefVarErr * b^2, b = 255 on the 0..255 scale, see (2)-(3) below) +
+//   kEvalErr32 (the float32 formula). Gaussian, uint8: ~1.8e-4. For the D map output the
+//   realised error is ~5e-7 (the bound is a worst case).
 //
 // float64-moment path (float32/float64 inputs, whose differences are not exact):
 // Why float64 moments there: the hard case is a nearly flat MSE region (var_x ~ 0.01..1) next to a
@@ -110,10 +122,12 @@
 //      Both computed variances are clamped at 0 and the exact ones are >= 0, so the mean value
 //      theorem applies on [0, inf) and clamping only moves a value towards the exact one.
 //  (4) Float32 evaluation (kEvalErr32 = 24 u32): conversion of each variance to float32 (relative
-//      u32; |v dD/dv| <= 1, so <= 2 u32 for both), +1e-8 (2 u32), product (u32), sqrt as
-//      prod * rsqrt refined by one Newton step (1.5*2^-28 ~ 0.1 u32 + 4 roundings: <= 4.5 u32),
-//      2p + C (u32), vx + vy + C (2 u32), 1/den by rcp + one Newton step (2^-28 + 2 roundings:
-//      <= 2.5 u32) and the product (u32), channel mean ((d0+d1)+d2)/3 (<= 4 u32): <= 20 u32.
+//      u32; |v dD/dv| <= 1, so <= 2 u32 for both; the float32 path has none), +1e-8 (2 u32),
+//      product (u32): 3 u32 in p, 1.5 u32 in sqrt(p). channel_d16: s = p r (u32), 3 - r s (u32),
+//      s (3 - r s) + C (u32): 2 sqrt(p) + C within 2.6 u32 (the rsqrt14 Newton step leaves
+//      1.5*2^-28 ~ 0.1 u32); den = (x + y) + C (2 u32); the quotient by rcp14 and one Newton
+//      step on y0 = num q (2^-28 + u32 ~ 1.1 u32); channel mean ((d0+d1)+d2)/3 (<= 3 u32):
+//      <= 15 u32 in all (channel_d with sqrtf and a division: less).
 //  D_c and D are <= 1 + 2e-8/C, so relative and absolute errors coincide. Hence
 //      |D32 - D_ref64| <= band = 2 * 653.7 * (kMainVarErr a^2 + kRefVarErr b^2) + kEvalErr32,
 //  about 5.4e-6 for 0..255 data (the factor 2: var_x and var_y of a channel; the channel mean does
@@ -155,31 +169,58 @@ double error_band(const Range& r) {
   return 2.0 * kMaxVarSensitivity * (kMainVarErr * a * a + kRefVarErr * b * b) + kEvalErr32;
 }
 
-double var_rel_bound32(int window) {
+namespace {
+
+// a2 v + a1 sqrt(v) + a0: an error bound as a polynomial in sqrt(v) (coefficients >= 0).
+struct SqrtPoly {
+  double a2 = 0, a1 = 0, a0 = 0;
+  SqrtPoly operator+(const SqrtPoly& o) const { return {a2 + o.a2, a1 + o.a1, a0 + o.a0}; }
+  SqrtPoly operator*(double k) const { return {a2 * k, a1 * k, a0 * k}; }
+  // Product of two polynomials of degree <= 1 in sqrt(v).
+  SqrtPoly times(const SqrtPoly& o) const { return {a1 * o.a1, a1 * o.a0 + a0 * o.a1, a0 * o.a0}; }
+};
+
+}  // namespace
+
+VarBound32 var_bound32(int window, DType dtype, double scale) {
   double g[kTaps];
   window_taps(window, g);
   const double u = kUnit32;
   auto gamma = [u](double k) { return k * u / (1.0 - k * u); };
-  const double g5 = g[kHalo], wref = g5 * g[kHalo - kMaxRefOffset];
-  const double ks = 1.0 + 1.0 / g5, ka = 1.0 + 1.0 / wref, ra = std::sqrt(ka);
+  const double K = dtype == DType::kU8 ? 128.0 : 32768.0;  // kOffset32: |x - K| <= K
+  const double g3 = std::min(g[kHalo - kMaxRefOffset], g[kHalo + kMaxRefOffset]);
+  const double ks = 1.0 + 1.0 / g[kHalo], ka = 1.0 + 1.0 / g3;
   const double g11 = gamma(11), g12 = gamma(12), g2 = gamma(2);
-  const double eh = (g12 + 2 * g11 + g11 * g11 + 2 * u) / (1 - u);                          // (1)
-  const double c1 = (1 + g12) * ((1 + u) * g11 * std::sqrt(ks) + u * ra) + g12 * ra;         // (2)
-  const double d2 = 2 * (1 + u) * (1 + u) * g11 * g11 * ks + 2 * u * u * ka;
-  const double ee = eh * ks + 2 * std::sqrt(d2 * ka) + d2;                                   // (3)
-  const double ee1 = ee + 2 * u * (1 + ka + ee);  // t^2 and the sum rounded (one with FMA)
-  const double ce = ee1 + g12 * (1 + ka + ee1);
-  const double ct = c1 * (2 * ra + c1) + u * (ra + c1) * (ra + c1);                          // (4)
-  const double cs = ce + ct + u * (1 + ce + ct);
-  const double rho1 = cs * (1 + g2) + g2;                                                    // (5)
-  return 2.0 * rho1 / (1.0 - rho1);
+  const double eh = (g12 + 2 * g11 + g11 * g11 + 2 * u) / (1 - u);                       // (H1)
+  const SqrtPoly q{0, std::sqrt(2.0) * (1 + u) * g11 * std::sqrt(ks), std::sqrt(2.0) * u * K};  // sqrt(V_eta)
+  const SqrtPoly b = SqrtPoly{0, 1, 0} + q;                                               // sqrt(B~), sqrt(V~)
+  const SqrtPoly pb = b.times(b);
+  const SqrtPoly dv = SqrtPoly{0, 2, 0}.times(q) + q.times(q);                            // |V~ - v|
+  const double c1 = (1 + g12) * u + g12;                                                   // (V1)
+  const SqrtPoly err_e = pb * (u * (2 + u) * ka) + SqrtPoly{eh * ks, 0, 0};                // (V2)
+  const SqrtPoly mag = SqrtPoly{1, 0, 0} + pb * ka + err_e;
+  const SqrtPoly err_v = mag * (g12 * (1 + g2) + g2) + err_e + pb * ((c1 * (2 + c1) + u * (1 + c1) * (1 + c1)) * ka);
+  SqrtPoly raw = err_v + (pb + err_v) * u + dv;
+  if (scale != 1.0) raw = raw * (1 + g2) + SqrtPoly{g2, 0, 0};
+  // Raw units -> the scaled axis (V = v scale^2), doubled.
+  return VarBound32{2 * raw.a2, 2 * raw.a1 * scale, 2 * raw.a0 * scale * scale};
 }
 
 double error_band32(const Problem& p, DType dtype) {
-  const double rho = var_rel_bound32(p.window);
+  const VarBound32 vb = var_bound32(p.window, dtype, p.scale);
+  const double r = vb.rel, a = vb.abs1, c = vb.abs0;
+  const double sens = 1.0 / (2.0 * std::sqrt(kC - kVarEps));  // max sy / M
+  const double rel_part = r / (1 - r) * (1 + 1e-9);
+  // V (1 - r) >= 4 Delta: xi >= 0.75 V (1 - r).
+  const double big = sens * (a / std::sqrt(0.75 * (1 - r)) + std::sqrt(c / 3)) +
+                     a / (2 * std::sqrt(0.75 * (1 - r) * kC)) + c / kC;
+  // Otherwise sqrt(V) < smax, sx >= sqrt(1e-8), M >= C.
+  const double smax = (4 * a + std::sqrt(16 * a * a + 16 * c * (1 - r))) / (2 * (1 - r));
+  const double small = (a * smax + c) * (sens / std::sqrt(kVarEps) + 1 / kC);
   const double top = dtype == DType::kU8 ? 255.0 : 65535.0;
-  const double b = top * p.scale;  // largest value on the scaled axis
-  return 2.0 * rho / (1.0 - rho) * (1 + 1e-9) + 2.0 * kMaxVarSensitivity * kRefVarErr * b * b + kEvalErr32;
+  const double bmax = top * p.scale;  // largest value on the scaled axis
+  return 2.0 * (rel_part + std::max(big, small)) * (1 + 1e-9) + 2.0 * kMaxVarSensitivity * kRefVarErr * bmax * bmax +
+         kEvalErr32;
 }
 
 namespace {
@@ -342,13 +383,15 @@ void premask_into(const py::array& gan, const py::array& mse, const py::object& 
   } else if (labels.data) {
     throw py::value_error("premask: weights are required when labels are given");
   }
+  float class_t[kNumClasses];
+  for (int k = 0; k < kNumClasses; ++k) class_t[k] = class_threshold(weights[k], threshold);
   uint8_t* out = alloc(in.p.n, in.p.hout, in.p.wout);
   std::atomic<int64_t> fallbacks{0};
   std::atomic<bool> bad_label{false};
   {
     py::gil_scoped_release nogil;
-    cpu_kernels().premask(PremaskCall{in.p, in.gan, in.mse, in.dtype, out, labels, weights, threshold, &fallbacks,
-                                      &bad_label});
+    cpu_kernels().premask(PremaskCall{in.p, in.gan, in.mse, in.dtype, out, labels, weights, threshold, class_t,
+                                      class_threshold(1.0, threshold), &fallbacks, &bad_label});
   }
   g_fallback_pixels.fetch_add(fallbacks.load());
   if (bad_label.load()) throw py::value_error("premask: labels must be < 150 (ADE20K classes)");
@@ -388,8 +431,21 @@ D*W lies within a rigorous error bound of the threshold are recomputed in float6
       },
       py::arg("reset") = true,
       "Diagnostics: premask pixels decided by the float64 recomputation since the last reset.");
-  m.def("_var_rel_bound32", &var_rel_bound32, py::arg("window"),
-        "Relative variance error bound rho of the float32 path (|var32 - var| <= rho * var32).");
+  m.def("_var_bound32", [](int window, const std::string& dtype, double scale) {
+        const VarBound32 b = var_bound32(window, dtype == "uint16" ? DType::kU16 : DType::kU8, scale);
+        return py::make_tuple(b.rel, b.abs1, b.abs0);
+      },
+      py::arg("window"), py::arg("dtype"), py::arg("scale"),
+      "Variance error bound of the float32 path: |var32 - var| <= rel var + abs1 sqrt(var) + abs0\n"
+      "(0..255 scale), for dtype 'uint8' or 'uint16'. -> (rel, abs1, abs0).");
+  m.def("_error_band32", [](int window, const std::string& dtype, double scale) {
+        Problem p{};
+        p.window = window;
+        p.scale = scale;
+        return error_band32(p, dtype == "uint16" ? DType::kU16 : DType::kU8);
+      },
+      py::arg("window"), py::arg("dtype"), py::arg("scale"),
+      "|D32 - D64| bound of the float32 path (pixels within it of the threshold are redone in float64).");
 }
 
 }  // namespace desra

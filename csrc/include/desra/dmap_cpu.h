@@ -63,8 +63,11 @@ struct Range {
 double error_band(const Range& r);
 // |D32 - D64 reference| bound of the float32 path (integer inputs, dmap.cpp "float32 path").
 double error_band32(const Problem& p, DType dtype);
-// Relative bound rho of the float32 path's variance: |var32 - var| <= rho * var32.
-double var_rel_bound32(int window);
+// The float32 path's variance error on the 0..255 scale: |var32 - var| <= rel var + abs1 sqrt(var) + abs0.
+struct VarBound32 {
+  double rel, abs1, abs0;
+};
+VarBound32 var_bound32(int window, DType dtype, double scale);
 
 // D at output (o, x) of image n recomputed in float64 exactly as the released script. Compiled
 // once, for the baseline target, so every ISA path decides a near-threshold pixel identically.
@@ -75,6 +78,32 @@ inline bool below(double x, double threshold) {
   if (x != x) return false;
   x = x < 0 ? 0 : (x > 1 ? 1 : x);
   return x < threshold;
+}
+
+// The pre-mask's decision clip(D * w, 0, 1) < t as a comparison of D alone: it holds exactly when
+// D < class_threshold(w, t), for every finite D >= 0 whose distance to t / w exceeds the
+// comparison slack below (closer pixels are decided in float64 anyway). +inf / -inf / NaN for
+// weights whose decision does not depend on D (w <= 0, w = +inf, NaN, or t outside (0, 1]); those
+// pixels are never within the band (|D - T| is inf or NaN).
+inline float class_threshold(double w, double t) {
+  const float inf = std::numeric_limits<float>::infinity();
+  if (w != w || t != t) return std::numeric_limits<float>::quiet_NaN();  // D * NaN < t is false
+  if (w <= 0) return t > 0 ? inf : -inf;        // D * w <= 0 (D >= 0): clip gives 0
+  if (w == std::numeric_limits<double>::infinity()) return t > 1 ? inf : -inf;  // clip gives 1
+  if (t > 1) return inf;                        // clip(.) <= 1 < t
+  if (t <= 0) return -inf;                      // clip(.) >= 0 >= t
+  const double q = t / w;                       // D * w < t  <=>  D < t / w  (w > 0, 0 < t <= 1)
+  return q > std::numeric_limits<float>::max() ? inf : static_cast<float>(q);
+}
+
+// Float32 slack for |D - T| of a band in D: covers T's rounding to float32 (<= 2^-24 |T|, and only
+// |T| <= 2 matters: D <= 1 + 1e-9 lies farther from a larger T than any band), the float32
+// subtraction and the float64 criterion's own ulp terms. Rounded up to a float.
+inline float comparison_slack(double band) {
+  const double s = band * (1 + 1e-6) + 0x1p-21;
+  float f = static_cast<float>(s);
+  if (static_cast<double>(f) < s) f = std::nextafter(f, std::numeric_limits<float>::infinity());
+  return f;
 }
 
 // The arguments of one dispatched kernel call (validated by dmap.cpp).
@@ -93,6 +122,8 @@ struct PremaskCall {
   Labels3 labels;
   const double* weights;   // kNumClasses entries
   double threshold;
+  const float* class_t;    // kNumClasses entries: class_threshold(weights[k], threshold)
+  float nolabel_t;         // class_threshold(1, threshold), used without labels
   std::atomic<int64_t>* fallbacks;  // pixels decided by the float64 recomputation
   std::atomic<bool>* bad_label;     // some label >= kNumClasses
 };
