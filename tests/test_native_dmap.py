@@ -363,6 +363,9 @@ def test_fused_detect_matches_oracle_as_its_buffer_grows_and_shrinks():
     labels[:, 30:90, 20:130] = 2
     weights = rng.uniform(0.5, 2.0, 150)
     check_fused_detect(*mid, labels, weights, 0.6, 150, out_dtype=np.uint8)
+    # float inputs (the float64-moment kernel, 128-column tiles), widths across word boundaries
+    wide = [textured_pair(rng, 70, 70 + 64 * 2 + 13), flat_mse_pair(rng, 70, 70 + 64 * 2 + 13)]
+    check_fused_detect(*[np.stack([p[j] for p in wide]).astype(np.float32) for j in (0, 1)], None, None, 0.7, 60)
 
 
 def test_fused_detect_bad_inputs_raise_value_error():

@@ -126,8 +126,8 @@
 //      product (u32): 3 u32 in p, 1.5 u32 in sqrt(p). channel_d16: s = p r (u32), 3 - r s (u32),
 //      s (3 - r s) + C (u32): 2 sqrt(p) + C within 2.6 u32 (the rsqrt14 Newton step leaves
 //      1.5*2^-28 ~ 0.1 u32); den = (x + y) + C (2 u32); the quotient by rcp14 and one Newton
-//      step on y0 = num q (2^-28 + u32 ~ 1.1 u32); channel mean ((d0+d1)+d2)/3 (<= 3 u32):
-//      <= 15 u32 in all (channel_d with sqrtf and a division: less).
+//      step on y0 = num q (2^-28 + u32 ~ 1.1 u32); channel mean ((d0+d1)+d2) fl(1/3) (<= 4 u32):
+//      <= 16 u32 in all (channel_d with sqrtf and a division: less).
 //  D_c and D are <= 1 + 2e-8/C, so relative and absolute errors coincide. Hence
 //      |D32 - D_ref64| <= band = 2 * 653.7 * (kMainVarErr a^2 + kRefVarErr b^2) + kEvalErr32,
 //  about 5.4e-6 for 0..255 data (the factor 2: var_x and var_y of a channel; the channel mean does
@@ -349,7 +349,7 @@ py::array_t<float> dmap_py(const py::array& gan, const py::array& mse, int windo
 
 void premask_into(const py::array& gan, const py::array& mse, const py::object& labels_obj,
                   const py::object& weights_obj, double threshold, int window, double scale,
-                  const std::function<uint8_t*(int64_t, int64_t, int64_t)>& alloc) {
+                  const std::function<PremaskOut(int64_t, int64_t, int64_t)>& alloc) {
   const Inputs in = validate(gan, mse, window, scale);
   Labels3 labels;
   py::array labels_arr;
@@ -385,7 +385,7 @@ void premask_into(const py::array& gan, const py::array& mse, const py::object& 
   }
   float class_t[kNumClasses];
   for (int k = 0; k < kNumClasses; ++k) class_t[k] = class_threshold(weights[k], threshold);
-  uint8_t* out = alloc(in.p.n, in.p.hout, in.p.wout);
+  const PremaskOut out = alloc(in.p.n, in.p.hout, in.p.wout);
   std::atomic<int64_t> fallbacks{0};
   std::atomic<bool> bad_label{false};
   {
@@ -404,7 +404,7 @@ py::array_t<uint8_t> premask_py(const py::array& gan, const py::array& mse, cons
   py::array_t<uint8_t> out;
   premask_into(gan, mse, labels_obj, weights_obj, threshold, window, scale, [&](int64_t n, int64_t h, int64_t w) {
     out = py::array_t<uint8_t>({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(h), static_cast<py::ssize_t>(w)});
-    return out.mutable_data();
+    return PremaskOut{out.mutable_data()};
   });
   return out;
 }

@@ -20,6 +20,7 @@
 
 #include "desra/bitmask_cpu.h"
 #include "desra/components_cpu.h"
+#include "desra/dmap_cpu.h"
 #include "desra/fill_holes_cpu.h"
 #include "desra/hd.h"
 #include "desra/morphology_cpu.h"
@@ -34,7 +35,7 @@ namespace desra {
 // output of that many bytes (called with the GIL held) and runs the pre-mask kernel into it.
 void premask_into(const py::array& gan, const py::array& mse, const py::object& labels,
                   const py::object& weights, double threshold, int window, double scale,
-                  const std::function<uint8_t*(int64_t, int64_t, int64_t)>& alloc);
+                  const std::function<PremaskOut(int64_t, int64_t, int64_t)>& alloc);
 
 namespace {
 
@@ -201,8 +202,9 @@ thread_local StripScratch t_strip;
 //  3. label F's components, then each kept row is built in a 1-row buffer and unpacked straight
 //     into the caller's view: no kept-mask image and no separate unpack pass.
 // Whole-image temporaries: D and F, 1/4 byte per pixel.
-int64_t postprocess_image(const ByteView2D& src, int64_t area_threshold, const ByteView2D& dst) {
-  const int64_t h = src.h, w = src.w;
+// load(r0, r1, bits) puts rows [r0, r1) of the h x w pre-mask into `bits`.
+template <class LoadRows>
+int64_t postprocess_image(int64_t h, int64_t w, LoadRows&& load, int64_t area_threshold, const ByteView2D& dst) {
   if (h == 0 || w == 0) return 0;
   Scratch& s = t_scratch;
   BitImage &d = s.a, &filled = s.b;
@@ -215,7 +217,7 @@ int64_t postprocess_image(const ByteView2D& src, int64_t area_threshold, const B
     StripScratch& t = t_strip;
     const int64_t y0 = k * strip, y1 = std::min(h, y0 + strip);
     const int64_t r0 = std::max<int64_t>(0, y0 - kHalo), r1 = std::min(h, y1 + kHalo);
-    pack_mask(ByteView2D{src.row(r0), r1 - r0, w, src.sy, src.sx}, t.in);
+    load(r0, r1, t.in);
     erode_bits(t.in, t.eroded, kErodeRadius, t.tmp);            // 5x5 once
     dilate_bits(t.eroded, t.dilated, kDilateRadius, t.tmp);     // 5x5 three times == 13x13
     std::copy(t.dilated.row(y0 - r0), t.dilated.row(y1 - r0), d.row(y0));
@@ -237,17 +239,40 @@ int64_t postprocess_image(const ByteView2D& src, int64_t area_threshold, const B
   return kept.count();
 }
 
-// The fused pipeline on every image of `in` into `o` (same shape, not overlapping `in`), without
-// the GIL. -> int64 (N,) kept counts.
-py::array_t<int64_t> postprocess_views(const ByteView3D& in, int64_t area_threshold, const ByteView3D& o) {
-  std::vector<int64_t> kept(static_cast<size_t>(in.n));
+// A byte pre-mask image as the source of postprocess_image.
+int64_t postprocess_image(const ByteView2D& src, int64_t area_threshold, const ByteView2D& dst) {
+  auto load = [&](int64_t r0, int64_t r1, BitImage& bits) {
+    pack_mask(ByteView2D{src.row(r0), r1 - r0, src.w, src.sy, src.sx}, bits);
+  };
+  return postprocess_image(src.h, src.w, load, area_threshold, dst);
+}
+
+// A bit-packed pre-mask image (BitImage layout at `words`, nw words per row) as the source.
+int64_t postprocess_image(const uint64_t* words, int64_t h, int64_t w, int64_t nw, int64_t area_threshold,
+                          const ByteView2D& dst) {
+  auto load = [&](int64_t r0, int64_t r1, BitImage& bits) {
+    bits.reset(r1 - r0, w);
+    std::copy(words + r0 * nw, words + r1 * nw, bits.row(0));
+  };
+  return postprocess_image(h, w, load, area_threshold, dst);
+}
+
+// Runs image(i) (-> kept count) for every image i of `o` without the GIL. -> int64 (N,) counts.
+template <class Image>
+py::array_t<int64_t> postprocess_batch(const ByteView3D& o, Image&& image) {
+  std::vector<int64_t> kept(static_cast<size_t>(o.n));
   {
     py::gil_scoped_release nogil;
-    for_each_image(in, [&](int64_t i) { kept[i] = postprocess_image(in.image(i), area_threshold, o.image(i)); });
+    for_each_image(o, [&](int64_t i) { kept[i] = image(i); });
   }
   py::array_t<int64_t> counts(static_cast<py::ssize_t>(kept.size()));
   std::copy(kept.begin(), kept.end(), counts.mutable_data());
   return counts;
+}
+
+// The fused pipeline on every image of `in` into `o` (same shape, not overlapping `in`).
+py::array_t<int64_t> postprocess_views(const ByteView3D& in, int64_t area_threshold, const ByteView3D& o) {
+  return postprocess_batch(o, [&](int64_t i) { return postprocess_image(in.image(i), area_threshold, o.image(i)); });
 }
 
 py::array_t<int64_t> postprocess(py::array mask, int64_t area_threshold, const py::array& out) {
@@ -269,31 +294,21 @@ py::array_t<int64_t> postprocess(py::array mask, int64_t area_threshold, const p
   return postprocess_views(in, area_threshold, o);
 }
 
-// The pre-mask of the whole batch, reused by the calling thread from call to call: a fresh
-// N x 4 MB buffer per call costs a page fault per 4 KB (about a fifth of a 4 Mpx detect on these
-// machines, whose allocator returns freed blocks of that size to the system). Released after a
-// batch whose pre-mask exceeds kKeepBytes.
-struct PremaskBuffer {
-  std::unique_ptr<uint8_t[]> data;
-  size_t size = 0;
-  static constexpr size_t kKeepBytes = size_t{1} << 26;  // 64 MB (a batch of 16 4-Mpx images)
-  uint8_t* get(size_t n) {
-    if (n > size) {
-      data.reset(new uint8_t[n]);
-      size = n;
-    }
-    return data.get();
-  }
+// The bit-packed pre-mask of the whole batch (N x hout rows of nw words), reused by the calling
+// thread from call to call: a fresh buffer per call costs a page fault per 4 KB on these
+// machines, whose allocator returns freed blocks of that size to the system. Released after a
+// batch whose pre-mask exceeds kKeepWords.
+struct PremaskBits {
+  WordBuffer words;
+  static constexpr size_t kKeepWords = size_t{1} << 23;  // 64 MB (a batch of 128 4-Mpx images)
   void trim() {
-    if (size > kKeepBytes) {
-      data.reset();
-      size = 0;
-    }
+    if (words.capacity() > kKeepWords) words.release();
   }
 };
-thread_local PremaskBuffer t_premask;
+thread_local PremaskBits t_premask;
 
-// premask + postprocess without the pre-mask array: the masks go straight into `out`.
+// premask + postprocess without a byte pre-mask: the kernel writes bits, the masks go straight
+// into `out`.
 py::array_t<int64_t> detect(const py::array& gan, const py::array& mse, const py::object& labels,
                             const py::object& weights, double threshold, int window, double scale,
                             int64_t area_threshold, const py::array& out) {
@@ -302,16 +317,22 @@ py::array_t<int64_t> detect(const py::array& gan, const py::array& mse, const py
   struct Trim {  // also when premask throws (bad labels) after the buffer grew
     ~Trim() { t_premask.trim(); }
   } trim_on_exit;
-  ByteView3D in;
-  premask_into(gan, mse, labels, weights, threshold, window, scale, [&](int64_t n, int64_t h, int64_t w) {
-    if (o.n != n || o.h != h || o.w != w)
+  int64_t h = 0, w = 0, nw = 0;
+  uint64_t* words = nullptr;
+  premask_into(gan, mse, labels, weights, threshold, window, scale, [&](int64_t n, int64_t hh, int64_t ww) {
+    if (o.n != n || o.h != hh || o.w != ww)
       throw py::value_error("out must have the shape of the valid region (N, H-10, W-10) = (" + std::to_string(n) +
-                            ", " + std::to_string(h) + ", " + std::to_string(w) + "), got (" +
+                            ", " + std::to_string(hh) + ", " + std::to_string(ww) + "), got (" +
                             std::to_string(o.n) + ", " + std::to_string(o.h) + ", " + std::to_string(o.w) + ")");
-    in = ByteView3D{t_premask.get(static_cast<size_t>(n * h * w)), n, h, w, h * w, w, 1};
-    return in.base;
+    h = hh;
+    w = ww;
+    nw = (w + 63) / 64;
+    words = t_premask.words.resize(static_cast<size_t>(n * h * nw));
+    return PremaskOut{nullptr, words, nw};
   });
-  return postprocess_views(in, area_threshold, o);
+  return postprocess_batch(o, [&](int64_t i) {
+    return postprocess_image(words + i * h * nw, h, w, nw, area_threshold, o.image(i));
+  });
 }
 
 }  // namespace

@@ -114,11 +114,20 @@ struct DmapCall {
   float* out;  // C-contiguous (N, hout, wout)
 };
 
+// Where a pre-mask goes: bytes 0/1, C-contiguous (N, hout, wout); or bits in the BitImage layout
+// (bitmask_cpu.h): row (n, y) at words + (n * hout + y) * nw, pixel x = bit x % 64 of word x / 64,
+// the bits past wout zero.
+struct PremaskOut {
+  uint8_t* bytes = nullptr;
+  uint64_t* words = nullptr;
+  int64_t nw = 0;
+};
+
 struct PremaskCall {
   Problem p;
   Image4 gan, mse;
   DType dtype;
-  uint8_t* out;            // C-contiguous (N, hout, wout)
+  PremaskOut out;
   Labels3 labels;
   const double* weights;   // kNumClasses entries
   double threshold;
