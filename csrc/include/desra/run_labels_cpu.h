@@ -110,7 +110,10 @@ inline int64_t count_runs(const uint64_t* row, int64_t nw, int64_t w) {
   for (int64_t k = 0; k < nw; ++k) {
     uint64_t v = Value ? row[k] : ~row[k];
     if (k == nw - 1) v &= last;
-    n += __builtin_popcountll(v & ~((v << 1) | carry));
+    // Most words start no run (a pre-mask is mostly one colour): skip the population count,
+    // which is a library call in the portable (x86-64 baseline, no POPCNT) build.
+    const uint64_t starts = v & ~((v << 1) | carry);
+    if (starts) n += __builtin_popcountll(starts);
     carry = v >> 63;
   }
   return n;
