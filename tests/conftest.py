@@ -8,6 +8,11 @@ import os
 import sys
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
+# `python -m pytest` puts the repository root on sys.path, where the top-level kernels/ folder
+# (installed as desra_fast.kernels) would shadow the PyPI package `kernels`, which transformers
+# (a test-only reference) imports. desra_fast itself is imported from its installation.
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _REPO]
 sys.path.insert(0, os.path.dirname(__file__))  # tests/oracle.py, tests/images.py
 
 from hypothesis import HealthCheck, settings  # noqa: E402
