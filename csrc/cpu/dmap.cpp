@@ -28,8 +28,9 @@
 //    bodies and a plain C++ fallback/tail computing the same sums in the same order.
 //    That is the float64-moment path (float32/float64 inputs); integer inputs (uint8, uint16)
 //    take the float32 path below: column tiles of kTileCols32 (256) output pixels, a ring of 15
-//    or 14 rows of float32 x, s1, hv planes, and 5 or 4 output rows per vertical pass (AVX-512's
-//    32 vector registers hold the 15 row values of a 5-row pass; 16 registers hold 14). Both
+//    or 14 rows of float32 row-mean and row-variance planes (m, hv), and 5 or 4 output rows per
+//    vertical pass (AVX-512's 32 vector registers hold the 15 row values of a 5-row pass; 16
+//    registers hold 14); then one pass per output row for the D formula and channel mean. Both
 //    11-tap passes sum symmetric tap pairs (g_b = g_{10-b}): on these cores the FMA units are
 //    the bound, and a pair costs one addition and one multiply-add instead of two multiply-adds.
 //  * Input dtype (uint8/uint16/float32/float64) and C (1, 3) are template parameters; any byte
