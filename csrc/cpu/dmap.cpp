@@ -188,7 +188,7 @@ VarBound32 var_bound32(int window, DType dtype, double scale) {
   window_taps(window, g);
   const double u = kUnit32;
   auto gamma = [u](double k) { return k * u / (1.0 - k * u); };
-  const double K = dtype == DType::kU8 ? 128.0 : 32768.0;  // kOffset32: |x - K| <= K
+  const double K = dtype == DType::kU8 ? kOffset32<uint8_t> : kOffset32<uint16_t>;  // |x - K| <= K
   const double g3 = std::min(g[kHalo - kMaxRefOffset], g[kHalo + kMaxRefOffset]);
   const double ks = 1.0 + 1.0 / g[kHalo], ka = 1.0 + 1.0 / g3;
   const double g11 = gamma(11), g12 = gamma(12), g2 = gamma(2);
@@ -435,18 +435,20 @@ D*W lies within a rigorous error bound of the threshold are recomputed in float6
       },
       py::arg("reset") = true,
       "Diagnostics: premask pixels decided by the float64 recomputation since the last reset.");
-  m.def("_var_bound32", [](int window, const std::string& dtype, double scale) {
-        const VarBound32 b = var_bound32(window, dtype == "uint16" ? DType::kU16 : DType::kU8, scale);
+  // The float32 path's integer dtypes by name, for the two diagnostics below.
+  auto int_dtype = [](const std::string& name) { return name == "uint16" ? DType::kU16 : DType::kU8; };
+  m.def("_var_bound32", [int_dtype](int window, const std::string& dtype, double scale) {
+        const VarBound32 b = var_bound32(window, int_dtype(dtype), scale);
         return py::make_tuple(b.rel, b.abs1, b.abs0);
       },
       py::arg("window"), py::arg("dtype"), py::arg("scale"),
       "Variance error bound of the float32 path: |var32 - var| <= rel var + abs1 sqrt(var) + abs0\n"
       "(0..255 scale), for dtype 'uint8' or 'uint16'. -> (rel, abs1, abs0).");
-  m.def("_error_band32", [](int window, const std::string& dtype, double scale) {
+  m.def("_error_band32", [int_dtype](int window, const std::string& dtype, double scale) {
         Problem p{};
         p.window = window;
         p.scale = scale;
-        return error_band32(p, dtype == "uint16" ? DType::kU16 : DType::kU8);
+        return error_band32(p, int_dtype(dtype));
       },
       py::arg("window"), py::arg("dtype"), py::arg("scale"),
       "|D32 - D64| bound of the float32 path (pixels within it of the threshold are redone in float64).");

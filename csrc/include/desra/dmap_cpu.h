@@ -61,6 +61,11 @@ struct Range {
 
 // |D32 - D64 reference| bound of the float64-moment path for values within `r` (dmap.cpp).
 double error_band(const Range& r);
+// Offset subtracted from the raw values of the float32 path (the middle of the dtype's range): the
+// row means m stored in its ring then have at most half the magnitude, and so half the rounding.
+template <typename T>
+constexpr float kOffset32 = static_cast<float>((std::numeric_limits<T>::max() + 1) / 2);
+
 // |D32 - D64 reference| bound of the float32 path (integer inputs, dmap.cpp "float32 path").
 double error_band32(const Problem& p, DType dtype);
 // The float32 path's variance error on the 0..255 scale: |var32 - var| <= rel var + abs1 sqrt(var) + abs0.
