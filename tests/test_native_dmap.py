@@ -331,13 +331,13 @@ def test_float32_path_error_stays_within_its_band():
 
 
 # ---- fused detect (premask into a reused per-thread buffer, then postprocess) -----------------
-def check_fused_detect(gan, mse, labels, weights, threshold, area, out_dtype=np.bool_):
+def check_fused_detect(gan, mse, labels, weights, threshold, area, out_dtype=np.bool_, window=GAUSSIAN, scale=1.0):
     """_C.detect against the float64 pre-mask oracle followed by the oracle's morphology."""
-    d64 = oracle_d(gan, mse, GAUSSIAN, 1.0)
+    d64 = oracle_d(gan, mse, window, scale)
     pre = oracle_mask(d64, labels, weights, threshold)
     n, h, w = pre.shape
     full = np.full((n, h + 10, w + 10), 3, np.uint8).astype(out_dtype)  # frame must stay untouched
-    counts = _C.detect(gan, mse, labels, weights, threshold, GAUSSIAN, 1.0, area, full[:, 5:-5, 5:-5])
+    counts = _C.detect(gan, mse, labels, weights, threshold, window, scale, area, full[:, 5:-5, 5:-5])
     assert counts.dtype == np.int64 and counts.shape == (n,)
     for i in range(n):
         want = oracle_postprocess(pre[i], area)
@@ -366,6 +366,116 @@ def test_fused_detect_matches_oracle_as_its_buffer_grows_and_shrinks():
     # float inputs (the float64-moment kernel, 128-column tiles), widths across word boundaries
     wide = [textured_pair(rng, 70, 70 + 64 * 2 + 13), flat_mse_pair(rng, 70, 70 + 64 * 2 + 13)]
     check_fused_detect(*[np.stack([p[j] for p in wide]).astype(np.float32) for j in (0, 1)], None, None, 0.7, 60)
+
+
+# ---- detect's eroded-only pre-mask -----------------------------------------------------------
+# For integer inputs _C.detect computes D on every fifth row first and then only where the 5x5
+# erosion can keep a pixel (csrc/cpu/premask_eroded_kernels.inc). Labels draw exact pre-mask
+# shapes for it: class 0 (weight 0) is always set, class 1 (weight 1e6: D * W clips to 1) never,
+# class 2 (weight 1) is D's own decision. Shapes of every size around the 5x5 window, at every
+# offset from the screened rows and against every border, must give the oracle's masks.
+DRAW_WEIGHTS = np.ones(150)
+DRAW_WEIGHTS[0], DRAW_WEIGHTS[1] = 0.0, 1e6
+
+
+def drawn_labels(rng, n, h, w, shapes=40, d_share=0.3):
+    labels = np.ones((n, h, w), np.uint8)
+    for i in range(n):
+        labels[i, :, : int(w * d_share)] = 2  # a band decided by D itself
+        for _ in range(shapes):
+            sh, sw = rng.integers(1, 10, 2)
+            y = rng.integers(5 - 2, max(6, h - 5 - sh + 3))  # may touch or cross the borders
+            x = rng.integers(5 - 2, max(6, w - 5 - sw + 3))
+            labels[i, y : y + sh, x : x + sw] = 0
+        # 3-pixel-deep bars along the bottom and right borders of the valid region: there only
+        # the last row / column is a screened row within a clipped window.
+        x = rng.integers(5, max(6, w - 12))
+        labels[i, h - 8 : h - 5, x : x + 7] = 0
+        y = rng.integers(5, max(6, h - 12))
+        labels[i, y : y + 7, w - 8 : w - 5] = 0
+    return labels
+
+
+@pytest.mark.parametrize("h, w", [(11, 11), (13, 40), (15, 75), (16, 75), (17, 75), (19, 140), (74, 139)])
+def test_detect_eroded_premask_on_drawn_shapes(h, w):
+    rng = np.random.default_rng(h * 1000 + w)
+    gan, mse = batch([textured_pair(rng, h, w), flat_mse_pair(rng, h, w)], np.uint8)
+    labels = drawn_labels(rng, 2, h, w, shapes=max(2, h * w // 150))
+    for area in (0, 12):
+        check_fused_detect(gan, mse, labels, DRAW_WEIGHTS, 0.7, area)
+
+
+def test_detect_eroded_premask_dtypes_strides_and_dense_inputs():
+    rng = np.random.default_rng(5)
+    h, w = 90, 150
+    gan, mse = batch([textured_pair(rng, h, w), photo_pair("astronaut", rng, (h, w))], np.uint8)
+    labels = drawn_labels(rng, 2, h, w)
+    # strided views (the evaluator converts rows through a scratch instead of reading bytes)
+    check_fused_detect(gan[:, ::-1], mse[:, :, ::-1], labels, DRAW_WEIGHTS, 0.7, 5)
+    g16, m16 = batch([textured_pair(rng, h, w, c=1), flat_mse_pair(rng, h, w, c=1)], np.uint16)
+    check_fused_detect(g16, m16, labels, DRAW_WEIGHTS, 0.7, 5, scale=SCALES[np.uint16])
+    check_fused_detect(g16, m16, labels, DRAW_WEIGHTS, 0.7, 5, window=BOX, scale=SCALES[np.uint16])
+    # dense pre-masks: everything set (the full pass takes over), a threshold above 1
+    check_fused_detect(gan, mse, np.zeros_like(labels), DRAW_WEIGHTS, 0.7, 5)
+    check_fused_detect(gan, mse, None, None, 1.5, 5)
+    # near-threshold pixels inside the shapes and in the D band: the float64 fallback decides them
+    d64 = oracle_d(gan, mse, GAUSSIAN, 1.0)
+    for thr in near_tie_thresholds(d64, 4, rng):
+        check_fused_detect(gan, mse, labels, DRAW_WEIGHTS, thr, 0)
+
+
+def test_detect_eroded_premask_screens_in_pixels_only_float64_sets():
+    # 5x5 blocks whose centre pixel lies on a screened row (a multiple of 5) and is the only pixel
+    # of its block decided by D: its class weight puts D * W 1e-9 (relative) below the threshold,
+    # far beyond float32 resolution. The screening must count such a pixel as possibly set (it is
+    # set in float64), or the block's eroded centre, and its dilated 13x13 square, would vanish.
+    rng = np.random.default_rng(12)
+    h, w = 70, 160
+    gan, mse = batch([textured_pair(rng, h, w)], np.uint8)
+    d64 = oracle_d(gan, mse, GAUSSIAN, 1.0)[0]
+    labels = np.ones((1, h, w), np.uint8)
+    weights = DRAW_WEIGHTS.copy()
+    k = 3
+    for r in range(10, h - 10 - 5, 10):
+        for c in range(5, w - 10 - 5, 10):
+            labels[0, r + 3 : r + 8, c + 3 : c + 8] = 0
+            labels[0, r + 5, c + 5] = k
+            weights[k] = 0.7 / d64[r, c] * (1 - 1e-9)
+            k += 1
+    assert k > 50
+    check_fused_detect(gan, mse, labels, weights, 0.7, 0)
+
+
+def test_detect_eroded_premask_skips_most_pixels_of_a_sparse_mask():
+    # 240 x 320 output, a few shapes: D evaluated on about every fifth row plus the shapes'
+    # neighbourhoods, far below the full pre-mask's count; masks still the oracle's.
+    rng = np.random.default_rng(8)
+    h, w = 250, 330
+    gan, mse = batch([textured_pair(rng, h, w)], np.uint8)
+    labels = drawn_labels(rng, 1, h, w, shapes=30, d_share=0.0)
+    out = np.zeros((1, h - 10, w - 10), np.uint8)
+    _C._premask_evaluated_count(True)
+    _C.detect(gan, mse, labels, DRAW_WEIGHTS, 0.7, GAUSSIAN, 1.0, 0, out)
+    evaluated = _C._premask_evaluated_count(True)
+    assert (h - 10) * (w - 10) / 5 < evaluated < 0.45 * (h - 10) * (w - 10)
+    check_fused_detect(gan, mse, labels, DRAW_WEIGHTS, 0.7, 0)
+    # the same call on a dense pre-mask evaluates every pixel (plus part of the screening)
+    _C.detect(gan, mse, np.zeros_like(labels), DRAW_WEIGHTS, 0.7, GAUSSIAN, 1.0, 0, out)
+    assert _C._premask_evaluated_count(True) >= (h - 10) * (w - 10)
+
+
+def test_detect_eroded_premask_checks_labels_it_does_not_need():
+    rng = np.random.default_rng(9)
+    gan, mse = batch([textured_pair(rng, 60, 80)], np.uint8)
+    labels = np.ones((1, 60, 80), np.uint8)  # class 1: nothing set, so no pixel is evaluated
+    labels[0, 40, 70] = 200
+    out = np.zeros((1, 50, 70), np.uint8)
+    with pytest.raises(ValueError, match="< 150"):
+        _C.detect(gan, mse, labels, DRAW_WEIGHTS, 0.7, GAUSSIAN, 1.0, 0, out)
+    labels[0, 40, 70] = 1
+    labels[0, 2, 3] = 200  # outside the pixels the pre-mask reads (label (y + 5, x + 5))
+    _C.detect(gan, mse, labels, DRAW_WEIGHTS, 0.7, GAUSSIAN, 1.0, 0, out)
+    assert not out.any()
 
 
 def test_fused_detect_bad_inputs_raise_value_error():

@@ -274,6 +274,7 @@ double reference_pixel_d(const Problem& p, const Image4& gan, const Image4& mse,
 namespace {
 
 std::atomic<int64_t> g_fallback_pixels{0};  // premask pixels decided in float64 (diagnostics)
+std::atomic<int64_t> g_evaluated_pixels{0};  // premask pixels whose D was computed (diagnostics)
 
 // ---------------------------------------------------------------------------------------------
 // Python-facing validation and dispatch.
@@ -352,7 +353,7 @@ py::array_t<float> dmap_py(const py::array& gan, const py::array& mse, int windo
 }  // namespace
 
 void premask_into(const py::array& gan, const py::array& mse, const py::object& labels_obj,
-                  const py::object& weights_obj, double threshold, int window, double scale,
+                  const py::object& weights_obj, double threshold, int window, double scale, bool eroded_only,
                   const std::function<PremaskOut(int64_t, int64_t, int64_t)>& alloc) {
   const Inputs in = validate(gan, mse, window, scale);
   Labels3 labels;
@@ -395,7 +396,8 @@ void premask_into(const py::array& gan, const py::array& mse, const py::object& 
   {
     py::gil_scoped_release nogil;
     cpu_kernels().premask(PremaskCall{in.p, in.gan, in.mse, in.dtype, out, labels, weights, threshold, class_t,
-                                      class_threshold(1.0, threshold), &fallbacks, &bad_label});
+                                      class_threshold(1.0, threshold), &fallbacks, &bad_label, &g_evaluated_pixels,
+                                      eroded_only});
   }
   g_fallback_pixels.fetch_add(fallbacks.load());
   if (bad_label.load()) throw py::value_error("premask: labels must be < 150 (ADE20K classes)");
@@ -406,7 +408,7 @@ namespace {
 py::array_t<uint8_t> premask_py(const py::array& gan, const py::array& mse, const py::object& labels_obj,
                                 const py::object& weights_obj, double threshold, int window, double scale) {
   py::array_t<uint8_t> out;
-  premask_into(gan, mse, labels_obj, weights_obj, threshold, window, scale, [&](int64_t n, int64_t h, int64_t w) {
+  premask_into(gan, mse, labels_obj, weights_obj, threshold, window, scale, false, [&](int64_t n, int64_t h, int64_t w) {
     out = py::array_t<uint8_t>({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(h), static_cast<py::ssize_t>(w)});
     return PremaskOut{out.mutable_data()};
   });
@@ -435,6 +437,12 @@ D*W lies within a rigorous error bound of the threshold are recomputed in float6
       },
       py::arg("reset") = true,
       "Diagnostics: premask pixels decided by the float64 recomputation since the last reset.");
+  m.def("_premask_evaluated_count", [](bool reset) {
+        return reset ? g_evaluated_pixels.exchange(0) : g_evaluated_pixels.load();
+      },
+      py::arg("reset") = true,
+      "Diagnostics: D evaluations of premask and detect since the last reset (pixels; detect's\n"
+      "screening of every fifth row included, see csrc/cpu/premask_eroded_kernels.inc).");
   // The float32 path's integer dtypes by name, for the two diagnostics below.
   auto int_dtype = [](const std::string& name) { return name == "uint16" ? DType::kU16 : DType::kU8; };
   m.def("_var_bound32", [int_dtype](int window, const std::string& dtype, double scale) {

@@ -33,8 +33,9 @@ namespace desra {
 
 // cpu/dmap.cpp: validates premask's arguments, asks alloc(n, hout, wout) for a C-contiguous
 // output of that many bytes (called with the GIL held) and runs the pre-mask kernel into it.
+// eroded_only: the caller only uses the pre-mask's 5x5 erosion (PremaskCall::eroded_only).
 void premask_into(const py::array& gan, const py::array& mse, const py::object& labels,
-                  const py::object& weights, double threshold, int window, double scale,
+                  const py::object& weights, double threshold, int window, double scale, bool eroded_only,
                   const std::function<PremaskOut(int64_t, int64_t, int64_t)>& alloc);
 
 namespace {
@@ -319,7 +320,8 @@ py::array_t<int64_t> detect(const py::array& gan, const py::array& mse, const py
   } trim_on_exit;
   int64_t h = 0, w = 0, nw = 0;
   uint64_t* words = nullptr;
-  premask_into(gan, mse, labels, weights, threshold, window, scale, [&](int64_t n, int64_t hh, int64_t ww) {
+  // Only the erosion of the pre-mask reaches the masks (postprocess_image's first step).
+  premask_into(gan, mse, labels, weights, threshold, window, scale, true, [&](int64_t n, int64_t hh, int64_t ww) {
     if (o.n != n || o.h != hh || o.w != ww)
       throw py::value_error("out must have the shape of the valid region (N, H-10, W-10) = (" + std::to_string(n) +
                             ", " + std::to_string(hh) + ", " + std::to_string(ww) + "), got (" +

@@ -140,6 +140,10 @@ struct PremaskCall {
   float nolabel_t;         // class_threshold(1, threshold), used without labels
   std::atomic<int64_t>* fallbacks;  // pixels decided by the float64 recomputation
   std::atomic<bool>* bad_label;     // some label >= kNumClasses
+  std::atomic<int64_t>* evaluated;  // += pixels whose D was computed (screening included)
+  // The caller only uses the pre-mask's erosion by kErodeRadius (the fused detect): pixels that
+  // no kept pixel's window contains may be left 0 (csrc/cpu/premask_eroded_kernels.inc).
+  bool eroded_only = false;
 };
 
 }  // namespace desra
