@@ -424,6 +424,21 @@ def test_detect_eroded_premask_dtypes_strides_and_dense_inputs():
         check_fused_detect(gan, mse, labels, DRAW_WEIGHTS, thr, 0)
 
 
+def test_detect_eroded_premask_mixed_batches_and_non_finite_weights():
+    rng = np.random.default_rng(14)
+    h, w = 80, 140
+    gan, mse = batch([textured_pair(rng, h, w), flat_mse_pair(rng, h, w), textured_pair(rng, h, w)], np.uint8)
+    labels = drawn_labels(rng, 3, h, w)
+    labels[1] = 0  # one dense image in a batch of sparse ones
+    check_fused_detect(gan, mse, labels, DRAW_WEIGHTS, 0.7, 0)
+    labels = drawn_labels(rng, 3, h, w)
+    labels[:, 20:60, 30:110] = rng.integers(2, 9, (3, 40, 80))  # D-decided classes 2..8
+    weights = DRAW_WEIGHTS.copy()
+    weights[3:9] = [np.inf, -np.inf, np.nan, 1e-30, 1e30, 0.8]
+    for thr in (0.7, 1.0, 0.0, -1.0, np.nan):
+        check_fused_detect(gan, mse, labels, weights, thr, 0)
+
+
 def test_detect_eroded_premask_screens_in_pixels_only_float64_sets():
     # 5x5 blocks whose centre pixel lies on a screened row (a multiple of 5) and is the only pixel
     # of its block decided by D: its class weight puts D * W 1e-9 (relative) below the threshold,
