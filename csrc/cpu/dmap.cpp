@@ -432,17 +432,13 @@ Returns float32 (N, H-10, W-10) in (0, 1], within 1e-5 of the float64 reference.
 labels: None (W = 1) or uint8 (N, H, W) ADE20K labels < 150 (read at the +5 offset of the valid
 region); weights: float64 (150,). Decisions equal the float64 reference's: pixels whose float32
 D*W lies within a rigorous error bound of the threshold are recomputed in float64.)doc");
-  m.def("_premask_fallback_count", [](bool reset) {
-        return reset ? g_fallback_pixels.exchange(0) : g_fallback_pixels.load();
-      },
-      py::arg("reset") = true,
-      "Diagnostics: premask pixels decided by the float64 recomputation since the last reset.");
-  m.def("_premask_evaluated_count", [](bool reset) {
-        return reset ? g_evaluated_pixels.exchange(0) : g_evaluated_pixels.load();
-      },
-      py::arg("reset") = true,
-      "Diagnostics: D evaluations of premask and detect since the last reset (pixels; detect's\n"
-      "screening of every fifth row included, see csrc/cpu/premask_eroded_kernels.inc).");
+  // A diagnostics counter's reader: its value, set back to 0 when `reset`.
+  auto reader = [](std::atomic<int64_t>& c) { return [&c](bool reset) { return reset ? c.exchange(0) : c.load(); }; };
+  m.def("_premask_fallback_count", reader(g_fallback_pixels), py::arg("reset") = true,
+        "Diagnostics: premask pixels decided by the float64 recomputation since the last reset.");
+  m.def("_premask_evaluated_count", reader(g_evaluated_pixels), py::arg("reset") = true,
+        "Diagnostics: D evaluations of premask and detect since the last reset (pixels; detect's\n"
+        "screening of every fifth row included, see csrc/cpu/premask_eroded_kernels.inc).");
   // The float32 path's integer dtypes by name, for the two diagnostics below.
   auto int_dtype = [](const std::string& name) { return name == "uint16" ? DType::kU16 : DType::kU8; };
   m.def("_var_bound32", [int_dtype](int window, const std::string& dtype, double scale) {
