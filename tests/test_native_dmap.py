@@ -330,6 +330,29 @@ def test_float32_path_error_stays_within_its_band():
                     assert err <= min(band, TOL), (name, level, window, err, band)
 
 
+def test_d_formula_error_within_its_bound():
+    # Float inputs take float64 moments (variance error <= kMainVarErr a^2, a = 127.5 after
+    # centring), so the D map's error is mostly that of the float32 D formula (kEvalErr32 in
+    # csrc/cpu/dmap.cpp: the hardware 1/sqrt and 1/x estimates with one Newton step each on
+    # AVX-512 and AVX2, sqrtf and a division elsewhere). Its stated bound on the D map output,
+    # 2 * 653.7 * kMainVarErr * a^2 + kEvalErr32 (~1.6e-6, six times tighter than TOL), must hold
+    # on flat, textured and inverted windows, where D spans (0, 1].
+    bound = 2 * 653.7 * (80 * 2.0**-53) * 127.5**2 + 24 * 2.0**-24
+    rng = np.random.default_rng(31)
+    for dtype in (np.float64, np.float32):
+        pairs = [textured_pair(rng, 64, 90), flat_mse_pair(rng, 64, 90)]
+        inv = textured_pair(rng, 64, 90)
+        pairs.append((255 - inv[0], inv[1]))
+        noise = rng.uniform(0, 255, (64, 90, 3))
+        pairs.append((noise, cv2.GaussianBlur(noise, (0, 0), 2)))
+        gan, mse = batch(pairs, dtype)
+        for window in (GAUSSIAN, BOX):
+            d64 = oracle_d(gan, mse, window, SCALES[dtype])
+            assert d64.min() < 0.05 and d64.max() > 0.999  # the formula's whole range is exercised
+            err = np.abs(_C.dmap(gan, mse, window, SCALES[dtype]).astype(np.float64) - d64).max()
+            assert err <= bound, (dtype, window, err, bound)
+
+
 # ---- fused detect (premask into a reused per-thread buffer, then postprocess) -----------------
 def check_fused_detect(gan, mse, labels, weights, threshold, area, out_dtype=np.bool_, window=GAUSSIAN, scale=1.0):
     """_C.detect against the float64 pre-mask oracle followed by the oracle's morphology."""

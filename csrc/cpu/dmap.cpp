@@ -124,11 +124,17 @@
 //      theorem applies on [0, inf) and clamping only moves a value towards the exact one.
 //  (4) Float32 evaluation (kEvalErr32 = 24 u32): conversion of each variance to float32 (relative
 //      u32; |v dD/dv| <= 1, so <= 2 u32 for both; the float32 path has none), +1e-8 (2 u32),
-//      product (u32): 3 u32 in p, 1.5 u32 in sqrt(p). channel_d16: s = p r (u32), 3 - r s (u32),
-//      s (3 - r s) + C (u32): 2 sqrt(p) + C within 2.6 u32 (the rsqrt14 Newton step leaves
-//      1.5*2^-28 ~ 0.1 u32); den = (x + y) + C (2 u32); the quotient by rcp14 and one Newton
-//      step on y0 = num q (2^-28 + u32 ~ 1.1 u32); channel mean ((d0+d1)+d2) fl(1/3) (<= 4 u32):
-//      <= 16 u32 in all (channel_d with sqrtf and a division: less).
+//      product (u32): 3 u32 in p, 1.5 u32 in sqrt(p). channel_d_est (AVX-512, AVX2), with E the
+//      relative error of the hardware estimates (2^-14 for rsqrt14/rcp14, 1.5*2^-12 for rsqrt/rcp
+//      in the Intel SDM; counted here for any E <= 2^-11, E^2 <= 4 u32):
+//      s = p r = sqrt(p)(1 + e)(1 + d1), and the Newton step gives s (3 - r s) =
+//      2 sqrt(p) (1 + d1/2 - 1.5 e^2 + O(e d1)): d1 costs 0.5 u32 and the step leaves
+//      1.5 E^2 <= 6 u32; 3 - r s rounds once (t < 4: <= 1 u32) and s t + C once (u32), so
+//      2 sqrt(p) + C is within 1.5 + 0.5 + 1 + 1 + 6 = 10 u32. den = (x + y) + C (2 u32). The
+//      quotient: y0 = num q = (num / den)(1 + eta), |eta| <= E + u32; the Newton step leaves
+//      eta (e' + d) <= (E + u32)^2 ~ 4 u32 and its FMA rounds once: 5.1 u32. Channel mean
+//      ((d0+d1)+d2) fl(1/3) (<= 4 u32). In all <= 2 + 10 + 2 + 5.1 + 4 = 23.1 u32 (with the
+//      documented E: AVX2 18.7 u32, AVX-512 13.2 u32; channel_d with sqrtf and a division: less).
 //  D_c and D are <= 1 + 2e-8/C, so relative and absolute errors coincide. Hence
 //      |D32 - D_ref64| <= band = 2 * 653.7 * (kMainVarErr a^2 + kRefVarErr b^2) + kEvalErr32,
 //  about 5.4e-6 for 0..255 data (the factor 2: var_x and var_y of a channel; the channel mean does

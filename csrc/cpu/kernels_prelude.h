@@ -22,6 +22,7 @@
 #include <immintrin.h>
 #endif
 
+#include "desra/aligned_vector.h"
 #include "desra/cpu_isa.h"
 #include "desra/dmap_cpu.h"
 #include "desra/dmap_math.h"
