@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import sys
 
+from ..jobs.select import SCORES, rank, split_lists
 from ._args import non_negative_int, positive_int
 
 NAME = "select"
@@ -14,13 +15,6 @@ DESCRIPTION = ("Rank the images of OUT/manifest.jsonl that have at least one det
                "Lines are LR relative paths, as `desra-fast run --only` reads them; LISTS/ranking.tsv "
                "holds rank, score, regions, fraction and path of the kept images.")
 
-SCORES = {
-    "fraction": lambda r: float(r.get("artifact_fraction") or 0.0),
-    "area": lambda r: max(r.get("areas") or [0]),
-    "regions": lambda r: int(r.get("regions") or 0),
-}
-
-
 def add_arguments(parser) -> None:
     parser.add_argument("--run", required=True, metavar="OUT", help="output folder of desra-fast run")
     parser.add_argument("--top", type=positive_int, default=200, help="images to keep (default 200)")
@@ -29,19 +23,6 @@ def add_arguments(parser) -> None:
                         help="fraction: share of the image marked (default); area: pixels of the largest "
                         "region; regions: number of regions")
     parser.add_argument("-o", "--output", required=True, metavar="LISTS", help="folder for train.txt and val.txt")
-
-
-def rank(records, by: str):
-    """Records with at least one region, worst first (ties by path)."""
-    score = SCORES[by]
-    kept = [r for r in records if r.get("error") is None and r.get("lr") and int(r.get("regions") or 0) > 0]
-    return sorted(kept, key=lambda r: (-score(r), r["path"]))
-
-
-def split(n: int, train: int):
-    """Indices of ``train`` of ``n`` ranked images spread evenly over the ranking."""
-    train = min(train, n)
-    return sorted({min(n - 1, int((j + 0.5) * n / train)) for j in range(train)}) if train else []
 
 
 def run(args, parser) -> int:
@@ -58,9 +39,7 @@ def run(args, parser) -> int:
     records = list(read_manifest(path).values())
     ranked = rank(records, args.by)
     top = ranked[:args.top]
-    train_idx = set(split(len(top), round(args.train * len(top) / args.top)))
-    train = [r["lr"] for i, r in enumerate(top) if i in train_idx]
-    val = [r["lr"] for i, r in enumerate(top) if i not in train_idx]
+    train, val = split_lists([r["lr"] for r in top], args.train, args.top)
     score = SCORES[args.by]
     table = "rank\tscore\tregions\tartifact_fraction\tlr\n" + "".join(
         f"{i + 1}\t{score(r)}\t{r.get('regions')}\t{r.get('artifact_fraction')}\t{r['lr']}\n" for i, r in enumerate(top))

@@ -12,7 +12,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Dict, Iterable, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
 from .. import imageio
 
@@ -42,13 +42,35 @@ def read_manifest(path: Path) -> Dict[str, dict]:
             fh.truncate(end)
         data = data[:end]
     for line in data.splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and isinstance(rec.get("path"), str):
+        rec = parse_manifest_line(line)
+        if rec is not None:
             records[rec["path"]] = rec
     return records
+
+
+def parse_manifest_line(line: bytes) -> Optional[dict]:
+    """The record of one manifest line, or None when the line is not a JSON object with a
+    string ``path`` (a corrupt line: readers skip it)."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) and isinstance(rec.get("path"), str) else None
+
+
+def iter_manifest(path: Path) -> Iterator[Tuple[int, Optional[dict]]]:
+    """Stream a manifest without changing it: ``(byte offset, record or None)`` per complete
+    line (None: corrupt, see :func:`parse_manifest_line`; blank lines are not yielded), in
+    file order, so memory does not grow with the file. A torn last line (no newline) is not
+    yielded. For readers only; a job's restart uses :func:`read_manifest`."""
+    with open(path, "rb") as fh:
+        offset = 0
+        for line in fh:
+            start, offset = offset, offset + len(line)
+            if not line.endswith(b"\n"):
+                break
+            if line.strip():
+                yield start, parse_manifest_line(line)
 
 
 class Manifest:
