@@ -333,3 +333,179 @@ def evaluate_change_folders(before_dir: os.PathLike, after_dir: os.PathLike, *,
     out = acc.result()
     out.unmatched_before, out.unmatched_after, out.errors = only_b, only_a, errors
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine-tune evaluation (``desra-fast evaluate-finetune``): what the fine-tune removed, what it
+# added, and what it did to everything else. Every figure is computed from 8-bit images and
+# boolean masks, in integers or float64, so that the numbers recomputed from the saved PNGs are
+# the numbers computed in memory (a resumed evaluation reports the same bytes).
+
+#: Side of the window of the local standard deviation behind ``texture_kept``.
+TEXTURE_WINDOW = 7
+
+#: ITU-R BT.601 luma weights (R, G, B) of the grey image ``texture_kept`` measures.
+GREY_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def grey(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (H, W) float64 grey, 0.299 R + 0.587 G + 0.114 B (0..255, not rounded)."""
+    if not (isinstance(rgb, np.ndarray) and rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.dtype == np.uint8):
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {getattr(rgb, 'shape', type(rgb))} "
+                         f"{getattr(rgb, 'dtype', '')}")
+    x = rgb.astype(np.float64)
+    return x[..., 0] * GREY_WEIGHTS[0] + x[..., 1] * GREY_WEIGHTS[1] + x[..., 2] * GREY_WEIGHTS[2]
+
+
+def _window_sums(x: np.ndarray, size: int) -> np.ndarray:
+    """Sums of every ``size`` x ``size`` window lying inside ``x`` (H, W) float64 ->
+    (H-size+1, W-size+1), window anchored at its top-left pixel."""
+    # Shifted sums, not an integral image: the rounding error stays relative to the window's own
+    # values (an integral image of a large image loses ~1e-4 absolute, a visible std on flat areas).
+    h, w = x.shape[0] - size + 1, x.shape[1] - size + 1
+    rows = x[0:h].copy()
+    for i in range(1, size):
+        rows += x[i:i + h]
+    out = rows[:, 0:w].copy()
+    for j in range(1, size):
+        out += rows[:, j:j + w]
+    return out
+
+
+def local_std(g: np.ndarray, size: int = TEXTURE_WINDOW) -> np.ndarray:
+    """Population standard deviation of every ``size`` x ``size`` window of a grey image.
+
+    Args:
+        g: (H, W) float64 grey image (:func:`grey`), H and W >= ``size``.
+        size: window side (odd, >= 1).
+
+    Returns:
+        (H-size+1, W-size+1) float64 >= 0; element [y, x] is the window centred on pixel
+        (y + size//2, x + size//2). Windows that would cross the image border are left out.
+    """
+    g = np.asarray(g, np.float64)
+    if g.ndim != 2 or g.shape[0] < size or g.shape[1] < size:
+        raise ValueError(f"local_std: need an (H, W) image of at least {size}x{size}, got {g.shape}")
+    # Centring on the image mean keeps E[x^2] - E[x]^2 away from cancellation on bright images.
+    d = g - g.mean()
+    n = float(size * size)
+    mean = _window_sums(d, size) / n
+    var = _window_sums(d * d, size) / n - mean * mean
+    return np.sqrt(np.maximum(var, 0.0))
+
+
+def sse_outside(a: np.ndarray, b: np.ndarray, outside: np.ndarray) -> Tuple[int, int]:
+    """(sum of squared differences, number of values) of two images over the pixels where
+    ``outside`` is True. a, b: (H, W, 3) uint8; outside: (H, W) bool. Exact integers."""
+    if a.shape != b.shape or a.dtype != np.uint8 or b.dtype != np.uint8:
+        raise ValueError(f"sse_outside: two uint8 images of one shape expected, got {a.shape} {a.dtype} "
+                         f"and {b.shape} {b.dtype}")
+    d = a[outside].astype(np.int64) - b[outside].astype(np.int64)
+    return int(np.sum(d * d)), int(d.size)
+
+
+def psnr_from_sse(sse: float, values: int) -> float:
+    """PSNR in dB for an 8-bit peak: 10 log10(255^2 * values / sse); NaN without values, inf when
+    sse is 0."""
+    if values <= 0:
+        return math.nan
+    if sse == 0:
+        return math.inf
+    return 10.0 * math.log10(255.0 ** 2 * values / sse)
+
+
+def finetune_figures(sr_before: np.ndarray, sr_after: np.ndarray, sr_mse: np.ndarray,
+                     mask_before: np.ndarray, mask_after: np.ndarray) -> Dict[str, object]:
+    """The evaluation figures of one image, and the sums :func:`pool_finetune_figures` pools.
+
+    Args:
+        sr_before, sr_after, sr_mse: (H, W, 3) uint8 RGB: GAN-SR of the model before and after
+            fine-tuning, and MSE-SR.
+        mask_before, mask_after: (H, W) bool (or uint8 0/255): detections on the two GAN-SR.
+
+    Returns:
+        ``{"figures": {...}, "sums": {...}}``. figures: ``area_before``, ``area_after``
+        (detected share of the image, 0..1), ``regions_before`` (8-connected regions of the
+        before mask), ``regions_removed`` (of them, those with no pixel of the after mask),
+        ``new_regions`` (regions of the after mask with no pixel of the before mask),
+        ``psnr_after_vs_before_outside``, ``psnr_gan_vs_mse_outside_before``,
+        ``psnr_gan_vs_mse_outside_after`` (dB over the pixels outside both masks, inf when
+        equal, NaN when no pixel is outside), ``texture_kept`` (mean 7x7 local standard
+        deviation of the after image's grey over the mean of the before image's, over the
+        windows lying wholly outside both masks; NaN when there is none or the before image
+        is flat there). sums: the integer / float64 totals behind them.
+    """
+    for name, img in (("sr_before", sr_before), ("sr_after", sr_after), ("sr_mse", sr_mse)):
+        if not (isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3):
+            raise ValueError(f"{name} must be an (H, W, 3) uint8 image, got {getattr(img, 'shape', type(img))} "
+                             f"{getattr(img, 'dtype', '')}")
+        if img.shape != sr_before.shape:
+            raise ValueError(f"{name} is {img.shape[:2]}, sr_before {sr_before.shape[:2]}: the SR images differ in size")
+    _check_mask("mask_before", mask_before)
+    _check_mask("mask_after", mask_after)
+    for name, m in (("mask_before", mask_before), ("mask_after", mask_after)):
+        if m.shape != sr_before.shape[:2]:
+            raise ValueError(f"{name} is {m.shape}, the SR images {sr_before.shape[:2]}")
+    b, a = _full(mask_before), _full(mask_after)
+    removed, regions = region_misses(b, a)
+    new, _ = region_misses(a, b)
+    outside = ~(b | a)
+    s_ab, n_out = sse_outside(sr_after, sr_before, outside)
+    s_bm, _ = sse_outside(sr_before, sr_mse, outside)
+    s_am, _ = sse_outside(sr_after, sr_mse, outside)
+    k = TEXTURE_WINDOW
+    if outside.shape[0] >= k and outside.shape[1] >= k:
+        clean = _window_sums((~outside).astype(np.float64), k) == 0
+        t_b = float(np.sum(local_std(grey(sr_before), k)[clean]))
+        t_a = float(np.sum(local_std(grey(sr_after), k)[clean]))
+        windows = int(np.count_nonzero(clean))
+    else:
+        t_b = t_a = 0.0
+        windows = 0
+    pixels = int(b.size)
+    sums = {"pixels": pixels, "pixels_before": int(np.count_nonzero(b)), "pixels_after": int(np.count_nonzero(a)),
+            "outside_values": n_out, "sse_after_before": s_ab, "sse_before_mse": s_bm, "sse_after_mse": s_am,
+            "texture_windows": windows, "texture_before": t_b, "texture_after": t_a}
+    figures = {"area_before": sums["pixels_before"] / pixels, "area_after": sums["pixels_after"] / pixels,
+               "regions_before": regions, "regions_removed": removed, "new_regions": new,
+               "psnr_after_vs_before_outside": psnr_from_sse(s_ab, n_out),
+               "texture_kept": t_a / t_b if windows and t_b > 0 else math.nan,
+               "psnr_gan_vs_mse_outside_before": psnr_from_sse(s_bm, n_out),
+               "psnr_gan_vs_mse_outside_after": psnr_from_sse(s_am, n_out)}
+    return {"figures": figures, "sums": sums}
+
+
+def pool_finetune_figures(per_image: Sequence[Dict[str, object]]) -> Dict[str, object]:
+    """Dataset figures from the ``{"figures", "sums"}`` of :func:`finetune_figures`, pooled over
+    pixels (not averaged over images), so that a large image weighs by its size:
+
+    - ``area_before`` / ``area_after``: detected pixels / all pixels; ``area_change`` =
+      area_after / area_before - 1 (-0.8 is -80 %; NaN when nothing was detected before);
+    - ``regions_before``, ``removed_regions``, ``removal_rate`` = removed / regions (NaN
+      without regions); ``images_with_new_regions``, ``addition_rate`` = their share of images;
+    - PSNRs from the summed squared errors over all outside pixels; ``texture_kept`` = summed
+      local standard deviations after / before over all clean windows.
+    """
+    n = len(per_image)
+    tot: Dict[str, float] = {}
+    for rec in per_image:
+        for k, v in rec["sums"].items():
+            tot.setdefault(k, []).append(v)
+    s = {k: (math.fsum(v) if isinstance(v[0], float) else sum(v)) for k, v in tot.items()}
+    regions = sum(int(r["figures"]["regions_before"]) for r in per_image)
+    removed = sum(int(r["figures"]["regions_removed"]) for r in per_image)
+    added = sum(1 for r in per_image if r["figures"]["new_regions"])
+    area_b = s["pixels_before"] / s["pixels"] if n else math.nan
+    area_a = s["pixels_after"] / s["pixels"] if n else math.nan
+    out_values = s.get("outside_values", 0)
+    return {
+        "images": n, "area_before": area_b, "area_after": area_a,
+        "area_change": area_a / area_b - 1.0 if n and area_b > 0 else math.nan,
+        "regions_before": regions, "removed_regions": removed, "removal_rate": _ratio(removed, regions),
+        "images_with_new_regions": added, "addition_rate": _ratio(added, n),
+        "psnr_after_vs_before_outside": psnr_from_sse(s.get("sse_after_before", 0), out_values),
+        "texture_kept": (s["texture_after"] / s["texture_before"]
+                         if n and s["texture_windows"] and s["texture_before"] > 0 else math.nan),
+        "psnr_gan_vs_mse_outside_before": psnr_from_sse(s.get("sse_before_mse", 0), out_values),
+        "psnr_gan_vs_mse_outside_after": psnr_from_sse(s.get("sse_after_mse", 0), out_values),
+    }
