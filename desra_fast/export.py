@@ -28,7 +28,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -264,20 +263,13 @@ def _name_dims(proto, names: Sequence[Optional[str]]) -> None:
 
 
 def _atomic_save(proto, path: Path) -> None:
-    import onnx
+    from .utils import write_bytes_atomic
 
     if proto.ByteSize() >= 2 ** 31:
         raise ValueError(f"to_onnx: the model is {proto.ByteSize() / 2 ** 30:.1f} GiB; a self-contained "
                          f"ONNX file is limited to 2 GiB")
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
-        onnx.save(proto, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    # A self-contained model serialises to exactly the bytes onnx.save would write.
+    write_bytes_atomic(path, proto.SerializeToString())
 
 
 def _model_key(model, precision: str) -> str:
@@ -304,11 +296,11 @@ def cached_onnx(model, *, precision: str = "fp32", directory: Optional[Union[str
 
     The file name is keyed by the model's ``.info`` (which holds the source checkpoint's
     SHA-256), the precision and the desra_fast / torch versions. Default folder:
-    ``desra_fast.runtime.cache_dir() / "onnx"``.
+    ``desra_fast.utils.cache_dir("onnx")``.
     """
-    from .runtime import cache_dir
+    from .utils import cache_dir
 
-    folder = Path(directory) if directory is not None else cache_dir() / "onnx"
+    folder = Path(directory) if directory is not None else cache_dir("onnx")
     arch = str((getattr(model, "info", None) or {}).get("arch", "model")).replace(os.sep, "_")
     path = folder / f"{arch}-{precision}-{_model_key(model, precision)}.onnx"
     if not path.is_file():

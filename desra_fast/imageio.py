@@ -9,7 +9,6 @@ that :func:`remove_stale_tmp_files` deletes on the next start.
 """
 from __future__ import annotations
 
-import itertools
 import os
 from pathlib import Path
 from typing import Dict, List, Sequence, Union
@@ -17,15 +16,11 @@ from typing import Dict, List, Sequence, Union
 import cv2
 import numpy as np
 
+# The one atomic writer and the constants it shares with the readers live in utils; re-exported
+# here because every image writer of the package is reached through this module.
+from .utils import IMAGE_EXTENSIONS, TMP_SUFFIX, write_bytes_atomic
+
 PathLike = Union[str, os.PathLike]
-
-#: File name endings read as images (case-insensitive).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
-
-#: Suffix of temporary files; only files ending with it are ever deleted as stale.
-TMP_SUFFIX = ".desra-tmp"
-
-_tmp_counter = itertools.count()
 
 
 def read_rgb(path: PathLike) -> np.ndarray:
@@ -133,32 +128,6 @@ def rgb_to_jpeg_bytes(rgb: np.ndarray, quality: int = 90) -> bytes:
     if not ok:  # pragma: no cover
         raise ValueError("JPEG encoding failed")
     return buf.tobytes()
-
-
-def write_bytes_atomic(path: PathLike, data: bytes, *, fsync: bool = True) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is either absent/old or complete, never partial.
-
-    The temporary file lives in the destination directory (a rename across filesystems would not
-    be atomic) and is named ``.<name>.<pid>.<n>.desra-tmp``. With ``fsync`` the data reach the
-    disk before the rename, so even a power loss cannot expose a truncated file under its name.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{next(_tmp_counter)}{TMP_SUFFIX}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            if fsync:
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def write_mask_png(path: PathLike, mask: np.ndarray, *, fsync: bool = True) -> None:

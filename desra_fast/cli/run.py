@@ -48,7 +48,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args, parser) -> int:
-    from ..jobs import read_list
+    from ..utils import read_list
     from ..pipeline import PipelineConfig, PipelineJob
     from ..pipeline import run as run_pipeline
 

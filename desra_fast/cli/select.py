@@ -26,8 +26,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args, parser) -> int:
-    from .. import imageio
     from ..jobs import MANIFEST, read_manifest
+    from ..utils import write_bytes_atomic, write_list
 
     path = os.path.join(args.run, MANIFEST)
     if not os.path.isfile(path):
@@ -43,9 +43,9 @@ def run(args, parser) -> int:
     score = SCORES[args.by]
     table = "rank\tscore\tregions\tartifact_fraction\tlr\n" + "".join(
         f"{i + 1}\t{score(r)}\t{r.get('regions')}\t{r.get('artifact_fraction')}\t{r['lr']}\n" for i, r in enumerate(top))
-    for name, text in (("train.txt", "".join(p + "\n" for p in train)), ("val.txt", "".join(p + "\n" for p in val)),
-                       ("ranking.tsv", table)):
-        imageio.write_bytes_atomic(os.path.join(args.output, name), text.encode("utf-8"))
+    write_list(os.path.join(args.output, "train.txt"), train)
+    write_list(os.path.join(args.output, "val.txt"), val)
+    write_bytes_atomic(os.path.join(args.output, "ranking.tsv"), table.encode("utf-8"))
     ok = sum(1 for r in records if r.get("error") is None)
     print(f"desra-fast select: {ok} image(s) in the run, {len(ranked)} with detected regions; kept the "
           f"{len(top)} worst by {args.by}: {len(train)} in {os.path.join(args.output, 'train.txt')}, "

@@ -78,9 +78,9 @@ from .engine import (TASK_BYTES, FolderJob, Item, JobResult, Recorder, RunOption
                      describe, failure_record, format_summary, iter_computed, progress_bar, read_items,
                      record,
                      run_job, run_local, write_items)
-from .store import MANIFEST, JobError, read_list, read_manifest
+from .store import MANIFEST, JobError, read_manifest
 
 __all__ = ["FolderJob", "Item", "JobResult", "JobError", "RunOptions", "run_job", "run_local",
-           "format_summary", "read_manifest", "read_list", "read_items", "compute_items",
+           "format_summary", "read_manifest", "read_items", "compute_items",
            "write_items", "iter_computed", "failure_record", "record", "describe", "progress_bar", "Recorder",
            "MANIFEST", "TASK_BYTES", "store"]

@@ -50,7 +50,7 @@ class JobConfig:
         out = {"threshold": float(self.threshold), "area_threshold": int(self.area_threshold),
                "window": self.window, "seg": self.seg_dir is not None or self.seg_model is not None}
         if self.seg_model is not None:
-            from ..pipeline.job import file_fingerprint
+            from .sources import file_fingerprint
 
             out["seg_model"] = file_fingerprint(self.seg_model) if os.path.exists(self.seg_model) else self.seg_model
         return out

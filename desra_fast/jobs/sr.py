@@ -50,7 +50,7 @@ class SRJob(FolderJob):
             raise JobError(f"--input {self.input}: no such file or folder")
         if os.path.isdir(self.input) and os.path.realpath(self.input) == os.path.realpath(self.output):
             raise JobError(f"--output {self.output} is the input folder; give the results a folder of their own")
-        from ..pipeline.job import resolve_model
+        from .sources import resolve_model
 
         self.model_path = resolve_model(self.model_path, "--model")
         if self.ext not in EXTS:
@@ -59,7 +59,7 @@ class SRJob(FolderJob):
             raise JobError(f"--suffix must not contain a path separator, got {self.suffix!r}")
 
     def settings(self):
-        from ..pipeline.job import file_fingerprint
+        from .sources import file_fingerprint
 
         return {"model": file_fingerprint(self.model_path), "outscale": self.outscale, "tile": self.tile, "tile_pad": self.tile_pad,
                 "pre_pad": self.pre_pad, "precision": self.precision, "alpha_upsampler": self.alpha_upsampler,

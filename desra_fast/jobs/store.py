@@ -12,9 +12,9 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, Optional, Tuple
 
-from .. import imageio
+from ..utils import TMP_SUFFIX, write_bytes_atomic
 
 MANIFEST = "manifest.jsonl"
 LOCK_FILE = ".desra-fast.lock"
@@ -135,7 +135,7 @@ def check_settings(out_dir: Path, settings: Dict[str, object]) -> None:
             )
         if old is not None:
             return
-    imageio.write_bytes_atomic(path, (json.dumps(settings) + "\n").encode())
+    write_bytes_atomic(path, (json.dumps(settings) + "\n").encode())
 
 
 def scan_outputs(out_dir: Path) -> Tuple[set, int]:
@@ -145,7 +145,7 @@ def scan_outputs(out_dir: Path) -> Tuple[set, int]:
     for dirpath, _dirs, files in os.walk(out_dir):
         rel_dir = os.path.relpath(dirpath, out_dir)
         for name in files:
-            if name.endswith(imageio.TMP_SUFFIX):
+            if name.endswith(TMP_SUFFIX):
                 try:
                     os.unlink(os.path.join(dirpath, name))
                     removed += 1
@@ -166,17 +166,7 @@ def write_outputs(out_dir: str, files: Iterable[Tuple[str, bytes]], commit: str,
         if rel == commit:
             last = data
             continue
-        imageio.write_bytes_atomic(os.path.join(out_dir, rel), data, fsync=fsync)
+        write_bytes_atomic(os.path.join(out_dir, rel), data, fsync=fsync)
     if last is None:
         raise RuntimeError(f"internal error: the job did not produce its output {commit}")
-    imageio.write_bytes_atomic(os.path.join(out_dir, commit), last, fsync=fsync)
-
-
-def read_list(path: str) -> Sequence[str]:
-    """Lines of a list file (``--only``): one relative path per line; blank lines and lines
-    starting with ``#`` are ignored."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise JobError(f"cannot read list {path}: {exc.strerror or exc}") from exc
-    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    write_bytes_atomic(os.path.join(out_dir, commit), last, fsync=fsync)

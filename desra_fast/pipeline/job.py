@@ -8,7 +8,6 @@ Output layout under ``OUT`` (``<rel>`` = the LR file's relative path without ext
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -21,6 +20,7 @@ import numpy as np
 from .. import imageio
 from ..jobs import FolderJob, Item, JobError
 from ..jobs.detect import encode_mask_outputs, mask_stats
+from ..jobs.sources import file_fingerprint, resolve_model
 
 MASK_DIR, GAN_DIR, MSE_DIR, SEG_DIR, OVERLAY_DIR = "masks", "gan", "mse", "seg", "overlays"
 SR_FORMATS = ("none", "png", "jpg", "webp")
@@ -73,40 +73,6 @@ class PipelineConfig:
                 "runtime": self.runtime, "precision": self.resolved_precision(), "tile": int(self.tile),
                 "tile_pad": int(self.tile_pad), "threshold": float(self.threshold),
                 "area_threshold": int(self.area_threshold), "window": self.window}
-
-
-def file_fingerprint(path: str) -> str:
-    """sha256 of a model file (with the ``.bin`` of an ncnn ``.param``; every file of a
-    Hugging Face folder), so that a restart with other weights under the same name is refused."""
-    h = hashlib.sha256()
-    paths = [path]
-    if os.path.isdir(path):
-        paths = sorted(str(p) for p in Path(path).rglob("*") if p.is_file())
-    elif str(path).endswith(".param"):
-        paths.append(str(Path(path).with_suffix(".bin")))
-    for p in paths:
-        try:
-            with open(p, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-        except OSError as exc:
-            raise JobError(f"cannot read model {p}: {exc.strerror or exc}") from exc
-    return h.hexdigest()
-
-
-def resolve_model(source: str, flag: str) -> str:
-    """A model file path, or the path of a packaged model name (``realesrgan-x4plus``, ``srmd-x4``:
-    :mod:`desra_fast.models.zoo`); JobError when it is neither."""
-    if os.path.exists(source):
-        return source
-    from ..models import zoo
-
-    if source in zoo.MODELS:
-        try:
-            return str(zoo.packaged_model(source))
-        except FileNotFoundError as exc:
-            raise JobError(f"{flag} {source}: {exc}") from exc
-    raise JobError(f"{flag} {source}: no such file (nor a packaged model name: {', '.join(zoo.available_models())})")
 
 
 def select_keys(found: Dict[str, List[str]], only: Optional[Sequence[str]], limit: Optional[int]) -> List[str]:

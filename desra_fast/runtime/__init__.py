@@ -23,7 +23,6 @@ the reason; nothing falls back silently.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -32,7 +31,7 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 __all__ = [
     "RUNTIMES", "RuntimeUnavailableError", "runtime_status", "resolve_runtime", "make_runner",
-    "read_onnx_metadata", "cache_dir", "file_sha256", "prepare_model",
+    "read_onnx_metadata", "prepare_model",
 ]
 
 RUNTIMES = ("auto", "torch", "onnxruntime", "tensorrt")
@@ -49,27 +48,6 @@ def _device(device) -> "torch.device":
     import torch
 
     return device if isinstance(device, torch.device) else torch.device(device)
-
-
-def cache_dir() -> Path:
-    """Where exported ONNX files, TensorRT engines and timing caches are kept.
-
-    ``$DESRA_FAST_CACHE`` if set, else ``$XDG_CACHE_HOME/desra_fast`` (``~/.cache/desra_fast``).
-    """
-    env = os.environ.get("DESRA_FAST_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "desra_fast"
-
-
-def file_sha256(path: Union[str, os.PathLike]) -> str:
-    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _installed(module: str) -> bool:

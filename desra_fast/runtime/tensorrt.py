@@ -11,7 +11,7 @@ the precision:
   engine is built from an ``.onnx`` exported with ``precision="fp16"`` (``desra-fast export
   --fp16`` and ``load_sr(..., runtime="tensorrt", precision="fp16")`` do this).
 
-Engines are cached on disk (``desra_fast.runtime.cache_dir() / "tensorrt"``) under a key made
+Engines are cached on disk (``desra_fast.utils.cache_dir("tensorrt")``) under a key made
 of the ONNX file's SHA-256, the TensorRT version, the GPU name and compute capability, the
 precision and the profile; a JSON sidecar ``<engine>.json`` holds the model description.
 
@@ -26,10 +26,11 @@ import hashlib
 import importlib.util
 import json
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
+
+from ..utils import write_bytes_atomic
 
 __all__ = ["TensorRTRunner", "build_engine", "engine_for", "engine_cache_key", "trt_status",
            "read_engine_metadata", "weak_typing", "default_profile"]
@@ -99,21 +100,6 @@ def engine_cache_key(onnx_sha256: str, trt_version: str, gpu_name: str, compute_
     text = json.dumps([onnx_sha256, trt_version, gpu_name, compute_capability, precision,
                        [list(map(int, s)) for s in profile]])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def build_engine(onnx_path, engine_path, *, precision: str = "fp32", min_shape=None, opt_shape=None,
@@ -201,14 +187,14 @@ def build_engine(onnx_path, engine_path, *, precision: str = "fp32", min_shape=N
             raise RuntimeError(f"TensorRT could not build an engine from {onnx_path} ({precision}, "
                                f"profile {prof}); see the TensorRT log above")
         if cache_file is not None:
-            _atomic_write(cache_file, bytes(memoryview(config.get_timing_cache().serialize())))
+            write_bytes_atomic(cache_file, bytes(memoryview(config.get_timing_cache().serialize())))
     gpu, cc = _gpu_id(dev)
     side = dict(meta, engine_precision=precision, profile=[list(s) for s in prof],
                 tensorrt_version=trt.__version__, gpu=gpu, compute_capability=cc,
                 onnx=str(onnx_path.resolve()),
                 fallback_onnx=str(Path(fallback_onnx).resolve()) if fallback_onnx else None)
-    _atomic_write(engine_path, bytes(memoryview(serialized)))
-    _atomic_write(_sidecar(engine_path), json.dumps(side, sort_keys=True, indent=1).encode())
+    write_bytes_atomic(engine_path, bytes(memoryview(serialized)))
+    write_bytes_atomic(_sidecar(engine_path), json.dumps(side, sort_keys=True, indent=1).encode())
     return engine_path
 
 
@@ -243,10 +229,11 @@ def engine_for(onnx_path, *, device="cuda", precision: Optional[str] = None, met
 
     Args:
         precision: engine precision; default the graph's own.
-        cache: cache folder (default ``cache_dir() / "tensorrt"``).
+        cache: cache folder (default ``cache_dir("tensorrt")``).
         Others as :func:`build_engine`.
     """
-    from . import RuntimeUnavailableError, _device, cache_dir, file_sha256, read_onnx_metadata
+    from ..utils import cache_dir, file_sha256
+    from . import RuntimeUnavailableError, _device, read_onnx_metadata
 
     dev = _device(device)
     ok, why = trt_status(dev)
@@ -260,7 +247,7 @@ def engine_for(onnx_path, *, device="cuda", precision: Optional[str] = None, met
     prof = [tuple(s) if s is not None else p for s, p in zip((min_shape, opt_shape, max_shape), d)]
     gpu, cc = _gpu_id(dev)
     key = engine_cache_key(file_sha256(onnx_path), trt.__version__, gpu, cc, precision, prof)
-    folder = Path(cache) if cache is not None else cache_dir() / "tensorrt"
+    folder = Path(cache) if cache is not None else cache_dir("tensorrt")
     engine = folder / f"{Path(onnx_path).stem}-{precision}-{key}.engine"
     if engine.is_file() and _sidecar(engine).is_file():
         return engine

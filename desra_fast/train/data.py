@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..imageio import list_images, read_mask, read_rgb
+from ..utils import read_list
 
 ROLES = ("lr", "gan", "mse", "mask")
 
@@ -82,21 +83,6 @@ def pair_folders(lr: os.PathLike, gan: os.PathLike, mse: os.PathLike, mask: os.P
     return samples
 
 
-def read_list(path: os.PathLike) -> List[str]:
-    """Keys of a ``desra-fast select`` list: one relative path a line (extension dropped;
-    blank lines and ``#`` comments skipped)."""
-    keys = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            keys.append(os.path.splitext(line)[0].replace(os.sep, "/"))
-    if not keys:
-        raise DataError(f"{path}: empty list")
-    return keys
-
-
 def from_run(run_dir: os.PathLike, list_file: Optional[os.PathLike] = None,
              lr_dir: Optional[os.PathLike] = None) -> List[Sample]:
     """Samples from a ``desra-fast run --save-sr png`` output folder.
@@ -111,6 +97,8 @@ def from_run(run_dir: os.PathLike, list_file: Optional[os.PathLike] = None,
                             "to keep the SR outputs the fine-tune needs)")
     lr = Path(lr_dir) if lr_dir is not None else _recorded_lr_dir(run)
     only = read_list(list_file) if list_file is not None else None
+    if only == []:
+        raise DataError(f"{list_file}: empty list")
     return pair_folders(lr, run / "gan", run / "mse", run / "masks", only=only)
 
 

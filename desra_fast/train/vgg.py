@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..utils import cache_dir
+
 #: Convolutions per block of VGG19.
 _BLOCKS = (2, 2, 4, 4, 4)
 _CHANNELS = (64, 128, 256, 512, 512)
@@ -198,7 +200,7 @@ def load_vgg19(path: Optional[os.PathLike] = None, *, allow_random: bool = False
                 "no VGG19 weights found for the perceptual loss: pass --vgg PATH (a torchvision "
                 f"vgg19 state dict such as {TORCHVISION_FILE}, or the Keras {KERAS_FILE}), set "
                 "DESRA_FAST_VGG19, run scripts/install.sh (unpacks the Keras file into "
-                f"{cache_dir() / 'vgg19'}), or turn the loss off with --perceptual-weight 0")
+                f"{cache_dir('vgg19')}), or turn the loss off with --perceptual-weight 0")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: VGG19 weights file not found")
@@ -219,28 +221,22 @@ def load_vgg19(path: Optional[os.PathLike] = None, *, allow_random: bool = False
     return net.to(device)
 
 
-def cache_dir() -> Path:
-    """``$DESRA_FAST_CACHE`` or ``~/.cache/desra_fast``."""
-    env = os.environ.get("DESRA_FAST_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "desra_fast"
-
-
 def find_vgg19() -> Optional[Path]:
     """The VGG19 weights file to use when none is given, or None.
 
     Searched in order: ``$DESRA_FAST_VGG19``; torchvision's hub cache
     (``$TORCH_HOME``/``~/.cache/torch`` ``/hub/checkpoints/vgg19-dcbb9e9d.pth``, the weights
-    Real-ESRGAN's recipe uses); the Keras file in ``cache_dir()/vgg19/``.
+    Real-ESRGAN's recipe uses); the Keras file in ``desra_fast.utils.cache_dir("vgg19")``.
     """
     env = os.environ.get("DESRA_FAST_VGG19")
     if env:
         return Path(env)
     torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
-    for cand in (torch_home / "hub" / "checkpoints" / TORCHVISION_FILE, cache_dir() / "vgg19" / KERAS_FILE):
+    for cand in (torch_home / "hub" / "checkpoints" / TORCHVISION_FILE, cache_dir("vgg19") / KERAS_FILE):
         if cand.is_file():
             return cand
     return None
 
 
-__all__ = ["VGG19Features", "load_vgg19", "keras_h5_to_state_dict", "find_vgg19", "cache_dir",
+__all__ = ["VGG19Features", "load_vgg19", "keras_h5_to_state_dict", "find_vgg19",
            "layer_names", "CONV_INDEX"]
