@@ -81,7 +81,7 @@ def worker(argv) -> int:
     torch.set_num_threads(1)
     d = Path(a.data)
     data = FinetuneData(pair_folders(d / "lr", d / "gan", d / "mse", d / "mask"), 4, patch=PATCH, seed=3)
-    cfg = FinetuneConfig(iters=a.iters, ckpt_every=CKPT_EVERY, batch=a.batch, patch=PATCH,
+    cfg = FinetuneConfig(iters=a.iters, ckpt_every=CKPT_EVERY, batch=a.batch, patch=PATCH, ema_decay=0.999,
                          perceptual_weight=1.0 if a.perceptual else 0.0, gan_weight=a.gan_weight,
                          keep_checkpoints=3)
 

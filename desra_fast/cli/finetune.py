@@ -40,7 +40,29 @@ def add_arguments(parser) -> None:
     parser.add_argument("--perceptual-weight", type=finite_float, default=1.0,
                         help="VGG19 perceptual weight (1; 0 turns it off and needs no VGG file)")
     parser.add_argument("--gan-weight", type=finite_float, default=0.1, help="GAN weight (0.1)")
-    parser.add_argument("--ema-decay", type=finite_float, default=0.999, help="EMA decay (0.999)")
+    parser.add_argument("--ema-decay", type=_ema_decay, default="auto",
+                        help="EMA decay in [0, 1), or auto (default): 0.999 ** (1000 / generator steps), "
+                             "which leaves the EMA the recipe's share of the start weights (0.999 at 1000)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="forward passes in bf16 autocast (fp32 weights, optimiser, EMA); auto (default): "
+                             "bf16 where the device has native bf16 (CUDA >= 8.0, avx512_bf16/amx_bf16 CPUs)")
+    parser.add_argument("--focus", type=finite_float, default=0.5, metavar="F",
+                        help="share of crops centred on a detected region (regions equally likely), the rest "
+                             "uniform (default 0.5; 0: uniform crops as in Real-ESRGAN)")
+    parser.add_argument("--netd-warmup", type=non_negative_int, default=None, metavar="N",
+                        help="discriminator-only iterations first (default: 10%% of --iters, at most 100, when "
+                             "the discriminator is random; 0 with --netd)")
+    parser.add_argument("--gan-outside", type=finite_float, default=1.0, metavar="W",
+                        help="weight of the generator's GAN term farther than --gan-margin px from any detected "
+                             "region (default 1: the recipe; 0: the GAN term acts only near the artifacts)")
+    parser.add_argument("--gan-margin", type=non_negative_int, default=16, metavar="PX",
+                        help="HR pixels around the masks that keep the full GAN weight (16)")
+    parser.add_argument("--perceptual-norm", choices=("target", "raw"), default="target",
+                        help="target (default): each VGG layer's distance divided by its mean |feature| on the "
+                             "training targets; raw: Real-ESRGAN's raw distances (torchvision scale)")
+    parser.add_argument("--gt-usm", action="store_true",
+                        help="sharpen the pseudo-GT with Real-ESRGAN's unsharp mask (off by default: see "
+                             "docs/finetune.md)")
     parser.add_argument("--vgg", metavar="PATH", help="VGG19 weights: torchvision state dict or the Keras .h5 "
                         "(default: found in the torch hub cache or the desra_fast cache)")
     parser.add_argument("--netd", metavar="PATH", help="discriminator to start from (RealESRGAN_x4plus_netD.pth); "
@@ -49,6 +71,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun: cuda)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _ema_decay(text: str):
+    if text == "auto":
+        return "auto"
+    v = finite_float(text)
+    if not 0.0 <= v < 1.0:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"must be 'auto' or in [0, 1), got {text}")
+    return v
 
 
 def load_generator(source, device: str = "cpu"):
@@ -86,6 +119,9 @@ def run(args, parser) -> int:
     for name in ("learning_rate", "pixel_weight", "perceptual_weight", "gan_weight"):
         if getattr(args, name) < 0:
             parser.error(f"finetune: --{name.replace('_', '-')} must be >= 0")
+    for name in ("focus", "gan_outside"):
+        if not 0 <= getattr(args, name) <= 1:
+            parser.error(f"finetune: --{name.replace('_', '-')} must be in [0, 1]")
     from ..models.checkpoint import CheckpointError as ModelCheckpointError
     from ..train import (CheckpointError, DataError, FinetuneConfig, FinetuneData, finetune,
                          load_discriminator, load_vgg19)
@@ -97,11 +133,15 @@ def run(args, parser) -> int:
         cfg = FinetuneConfig(iters=args.iters, ckpt_every=args.ckpt_every, batch=args.batch, patch=args.patch,
                              learning_rate=args.learning_rate, pixel_weight=args.pixel_weight,
                              perceptual_weight=args.perceptual_weight, gan_weight=args.gan_weight,
-                             ema_decay=args.ema_decay, seed=args.seed)
+                             ema_decay=args.ema_decay, seed=args.seed, precision=args.precision,
+                             focus=args.focus, netd_warmup=args.netd_warmup, gan_outside=args.gan_outside,
+                             gan_margin=args.gan_margin, perceptual_norm=args.perceptual_norm,
+                             gt_usm=args.gt_usm)
         cfg.check()
         vgg = load_vgg19(args.vgg) if args.perceptual_weight > 0 else None
         net_d = load_discriminator(args.netd) if args.netd else None
-        data = FinetuneData(samples, scale, patch=args.patch, seed=args.seed, progress=rank0 and not args.quiet)
+        data = FinetuneData(samples, scale, patch=args.patch, seed=args.seed, progress=rank0 and not args.quiet,
+                            focus=args.focus, gt_usm=args.gt_usm)
         if rank0:
             print(f"desra-fast finetune: {len(samples)} training image(s), x{scale}, {args.iters} iterations, "
                   f"batch {args.batch}, HR patch {args.patch}, VGG19: "
@@ -117,7 +157,8 @@ def run(args, parser) -> int:
             print(f"desra-fast finetune: already finished ({res.iterations} iterations): {res.final_path}")
         else:
             losses = "  ".join(f"{k} {v:.4g}" for k, v in res.last_losses.items())
-            print(f"desra-fast finetune: {res.iterations - res.resumed_from} iterations in {res.seconds:.1f} s"
+            print(f"desra-fast finetune: {res.iterations - res.resumed_from} iterations in {res.seconds:.1f} s "
+                  f"({res.seconds_per_iter:.2f} s/iteration, {res.precision})"
                   f"{' (resumed at ' + str(res.resumed_from) + ')' if res.resumed_from else ''}; "
                   f"final model {res.final_path}" + (f"; last losses: {losses}" if losses else ""))
     return 0

@@ -6,16 +6,27 @@ Per iteration (as Real-ESRGAN's ``RealESRGANModel.optimize_parameters``):
    ``L_G = L1(out, gt) + perceptual(out, gt) + gan_weight * BCE(D(out), real)``; Adam step;
 2. discriminator step: ``BCE(D(gt), real)`` and ``BCE(D(out.detach()), fake)``, each
    back-propagated; Adam step;
-3. EMA of the generator, decay 0.999.
+3. EMA of the generator.
 
-Defaults are Real-ESRGAN's fine-tuning recipe: Adam lr 1e-4, betas (0.9, 0.99), 1000 iterations,
-total batch 48, HR patch 256. No USM sharpening of the target: the pseudo-GT is already the
-GAN output outside the artifact regions.
+The first ``netd_warmup`` iterations are discriminator-only (BasicSR's ``net_d_init_iters``): the
+generator is run without gradient and neither stepped nor averaged, so a random discriminator
+learns what the pseudo-GT looks like before its gradient reaches the generator.
+
+Defaults are Real-ESRGAN's fine-tuning recipe (Adam lr 1e-4, betas (0.9, 0.99), 1000 iterations,
+total batch 48, HR patch 256, EMA 0.999 at 1000 iterations) with these departures, each an option
+(docs/finetune.md gives the measurements): ``focus`` (artifact-centred crops), ``netd_warmup``
+(when the discriminator starts from random weights), ``perceptual_norm="target"`` (each VGG
+layer's distance relative to its mean |feature| on the training targets, instead of raw
+torchvision-scale features), ``ema_decay="auto"`` (``0.999 ** (1000 / generator steps)``: the
+share of the start weights left in the EMA is the recipe's at any run length), ``gan_outside``
+(the generator's GAN term outside the dilated masks). No USM sharpening of the target by default
+(``gt_usm``): the pseudo-GT is the model's own output outside the artifact regions.
 
 Checkpoints (:mod:`desra_fast.train.checkpoint`) every ``ckpt_every`` iterations and at the end
-hold everything the next iteration depends on, so ``resume=True`` continues bit-identically on
-the same machine and thread count; a finished run resumed is a no-op. The final model
-``OUT/net_g_final.pth`` is ``{'params_ema': ..., 'params': ...}`` in BasicSR's RRDBNet layout.
+hold everything the next iteration depends on (the perceptual scale measured at the start
+included), so ``resume=True`` continues bit-identically on the same machine and thread count, in
+fp32 and bf16; a finished run resumed is a no-op. The final model ``OUT/net_g_final.pth`` is
+``{'params_ema': ..., 'params': ...}`` in BasicSR's RRDBNet layout.
 """
 from __future__ import annotations
 
@@ -26,33 +37,50 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ..imageio import write_bytes_atomic
-from . import distributed
+from ..utils import write_bytes_atomic
+from . import distributed, precision as amp
 from .checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints, rng_state,
                          save_checkpoint, set_rng_state)
 from .data import FinetuneData
 from .discriminator import UNetDiscriminatorSN
-from .losses import GANLoss, L1Loss, PerceptualLoss, ema_update
+from .losses import DEFAULT_LAYER_WEIGHTS, GANLoss, L1Loss, PerceptualLoss, ema_update, feature_norms
 
 FINAL_NAME = "net_g_final.pth"
 CKPT_DIR = "checkpoints"
 LOG_NAME = "train_log.jsonl"
+#: Discriminator-only iterations when the discriminator starts from random weights, as a share of
+#: ``iters`` (capped at ``NETD_WARMUP_MAX``); see docs/finetune.md for the measurement.
+NETD_WARMUP_SHARE = 0.1
+NETD_WARMUP_MAX = 100
+#: Samples whose pseudo-GT crops measure the perceptual loss's per-layer scale.
+NORM_SAMPLES = 16
 
 Hook = Callable[[str, int], None]
 
 
 @dataclass
 class FinetuneConfig:
-    """Settings of a fine-tune run (defaults: Real-ESRGAN's fine-tuning recipe)."""
+    """Settings of a fine-tune run (defaults: Real-ESRGAN's fine-tuning recipe, plus the options
+    listed in the module docstring).
+
+    ``precision``: ``"auto"|"fp32"|"bf16"`` (:mod:`desra_fast.train.precision`). ``focus``: share
+    in [0, 1] of artifact-centred crops. ``netd_warmup``: discriminator-only iterations, None =
+    ``min(NETD_WARMUP_MAX, NETD_WARMUP_SHARE * iters)`` when the discriminator is random, 0 when
+    one is given. ``ema_decay``: a number in [0, 1) or ``"auto"``. ``perceptual_norm``:
+    ``"target"`` or ``"raw"``. ``gan_outside``: weight in [0, 1] of the generator's GAN term
+    farther than ``gan_margin`` HR pixels from every masked pixel (1: the recipe).
+    """
 
     iters: int = 1000
     ckpt_every: int = 100
@@ -63,21 +91,55 @@ class FinetuneConfig:
     pixel_weight: float = 1.0
     perceptual_weight: float = 1.0
     gan_weight: float = 0.1
-    ema_decay: float = 0.999
+    ema_decay: Union[float, str] = "auto"
     seed: int = 0
     keep_checkpoints: int = 2
+    precision: str = "auto"
+    focus: float = 0.5
+    netd_warmup: Optional[int] = None
+    perceptual_norm: str = "target"
+    gt_usm: bool = False
+    gan_outside: float = 1.0
+    gan_margin: int = 16
 
     def check(self) -> None:
         for name in ("iters", "ckpt_every", "batch", "patch"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        for name in ("learning_rate", "pixel_weight", "perceptual_weight", "gan_weight", "ema_decay"):
+        for name in ("learning_rate", "pixel_weight", "perceptual_weight", "gan_weight"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.ema_decay != "auto" and not (isinstance(self.ema_decay, (int, float))
+                                             and 0.0 <= self.ema_decay < 1.0):
+            raise ValueError(f"ema_decay must be 'auto' or in [0, 1), got {self.ema_decay!r}")
+        for name in ("focus", "gan_outside"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {v!r}")
+        for name in ("netd_warmup", "gan_margin"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+        if self.netd_warmup is not None and self.netd_warmup >= self.iters:
+            raise ValueError(f"netd_warmup {self.netd_warmup} leaves no generator step in {self.iters} iterations")
+        if self.precision not in amp.PRECISIONS:
+            raise ValueError(f"precision must be one of {amp.PRECISIONS}, got {self.precision!r}")
+        if self.perceptual_norm not in ("target", "raw"):
+            raise ValueError(f"perceptual_norm must be 'target' or 'raw', got {self.perceptual_norm!r}")
+
+    def warmup(self, random_netd: bool) -> int:
+        """The discriminator-only iterations of this run."""
+        if self.netd_warmup is not None:
+            return self.netd_warmup
+        return min(NETD_WARMUP_MAX, int(NETD_WARMUP_SHARE * self.iters)) if random_netd else 0
+
+    def decay(self, warmup: int) -> float:
+        """The EMA decay: the number given, or for ``"auto"`` ``0.999 ** (1000 / G steps)``."""
+        if self.ema_decay == "auto":
+            return 0.999 ** (1000.0 / max(1, self.iters - warmup))
+        return float(self.ema_decay)
 
     def fingerprint(self) -> Dict[str, object]:
         """The settings a resumed run must share (``iters`` may grow, ``ckpt_every`` change)."""
@@ -95,6 +157,8 @@ class FinetuneResult:
     resumed_from: int
     seconds: float
     last_losses: Dict[str, float] = field(default_factory=dict)
+    precision: str = "fp32"
+    seconds_per_iter: float = float("nan")
 
 
 def state_fingerprint(sd: Dict[str, torch.Tensor]) -> str:
@@ -124,13 +188,14 @@ def finetune(net_g: nn.Module, data: FinetuneData, out_dir: os.PathLike, config:
     Args:
         net_g: the GAN-SR generator to repair (an :class:`~desra_fast.models.RRDBNet`, or any
             module (N, 3, h, w) -> (N, 3, s*h, s*w) float RGB); it is trained in place.
-        data: the (LR, pseudo-GT) pairs; ``data.scale`` must be the generator's scale.
+        data: the (LR, pseudo-GT) pairs; ``data.scale`` must be the generator's scale, and
+            ``data.gt_usm`` must be ``config.gt_usm``; ``data.focus`` is set to ``config.focus``.
         out_dir: writes ``checkpoints/``, ``net_g_final.pth`` and ``train_log.jsonl`` there.
-        config: :class:`FinetuneConfig` (Real-ESRGAN's recipe by default).
+        config: :class:`FinetuneConfig`.
         vgg: the perceptual loss's :class:`~desra_fast.train.vgg.VGG19Features`; required when
             ``config.perceptual_weight > 0``.
         net_d: the discriminator to start from; None: a random ``UNetDiscriminatorSN(3, 64)``
-            drawn from ``config.seed``.
+            drawn from ``config.seed`` (and ``config.warmup(True)`` warm-up iterations).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``. Under ``torchrun`` each rank uses its own.
         resume: continue from the newest complete checkpoint in ``out_dir/checkpoints``.
             Without it, an ``out_dir`` that already holds checkpoints is refused.
@@ -142,174 +207,266 @@ def finetune(net_g: nn.Module, data: FinetuneData, out_dir: os.PathLike, config:
     """
     config = config or FinetuneConfig()
     config.check()
-    out = Path(out_dir)
     ctx = distributed.setup(device)
     try:
-        return _run(net_g, data, out, config, ctx, vgg, net_d, resume, progress, hooks, allow_random_vgg)
+        trainer = _Trainer(net_g, data, Path(out_dir), config, ctx, vgg, net_d, allow_random_vgg)
+        return trainer.run(resume, progress, hooks)
     finally:
         ctx.close()
 
 
-def _run(net_g, data, out, config, ctx, vgg, net_d, resume, progress, hooks, allow_random_vgg):
-    t0 = time.perf_counter()
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = out / CKPT_DIR
-    final = out / FINAL_NAME
-    if data.patch != config.patch:
-        raise ValueError(f"data patch {data.patch} differs from config.patch {config.patch}")
-    if config.batch % ctx.world:
-        raise ValueError(f"total batch {config.batch} is not divisible by {ctx.world} processes")
-    dev = ctx.device
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed % 2**32)
-    random.seed(config.seed)
+class _Trainer:
+    """One run's networks, optimisers, losses and state; :meth:`run` is the loop."""
 
-    init_fp = state_fingerprint(net_g.state_dict())
-    fingerprint = dict(config.fingerprint(), data_keys=hashlib.sha256(
-        "\n".join(s.key for s in data.samples).encode()).hexdigest(), scale=data.scale)
-
-    net_g = net_g.to(dev).train().requires_grad_(True)
-    ema = copy.deepcopy(net_g).eval().requires_grad_(False)
-    if net_d is None:
-        g = torch.random.get_rng_state()
-        torch.manual_seed(config.seed)
-        net_d = UNetDiscriminatorSN(3, 64)
-        torch.random.set_rng_state(g)
-    net_d = net_d.to(dev).train()
-    opt_g = torch.optim.Adam(net_g.parameters(), lr=config.learning_rate, betas=tuple(config.betas))
-    opt_d = torch.optim.Adam(net_d.parameters(), lr=config.learning_rate, betas=tuple(config.betas))
-
-    pix = L1Loss(config.pixel_weight)
-    percep = None
-    if config.perceptual_weight > 0:
-        if vgg is None:
-            raise ValueError("perceptual_weight > 0 needs the VGG19 weights (vgg=load_vgg19(...)); "
-                             "or set perceptual_weight 0")
-        percep = PerceptualLoss(vgg.to(dev), weight=config.perceptual_weight, allow_random=allow_random_vgg)
-    gan = GANLoss(config.gan_weight)
-    use_d = config.gan_weight > 0
-
-    start = 0
-    existing = list_checkpoints(ckpt_dir)
-    if resume:
-        state = latest_checkpoint(ckpt_dir)
-        if state is not None:
-            saved = state["config"]
-            if saved.get("fingerprint") != fingerprint:
-                diff = sorted(k for k in set(saved.get("fingerprint", {})) | set(fingerprint)
-                              if saved.get("fingerprint", {}).get(k) != fingerprint.get(k))
-                raise CheckpointError(f"{ckpt_dir}: the checkpoint was made with other settings "
-                                      f"({', '.join(diff)} differ); use another --out or the same settings")
-            if saved.get("init_weights") != init_fp:
-                raise CheckpointError(f"{ckpt_dir}: the checkpoint started from other generator weights "
-                                      "(--model differs)")
-            net_g.load_state_dict(state["net_g"])
-            ema.load_state_dict(state["net_g_ema"])
-            net_d.load_state_dict(state["net_d"])
-            opt_g.load_state_dict(state["optimizer_g"])
-            opt_d.load_state_dict(state["optimizer_d"])
-            set_rng_state(state["rng"])
-            start = int(state["iteration"])
-            if int(state["data"]["samples_drawn"]) != start * config.batch:
-                raise CheckpointError(f"{ckpt_dir}: inconsistent data position in the checkpoint")
-            del state
-    elif existing:
-        raise CheckpointError(f"{out}: holds checkpoints of an earlier run ({existing[-1].name}); "
-                              "pass --resume to continue it, or choose another --out")
-
-    if start >= config.iters:
-        if ctx.is_main and not final.is_file():  # killed between the last checkpoint and the final file
-            _write_final(final, net_g, ema)
-        ctx.barrier()
-        return FinetuneResult(final, start, start, time.perf_counter() - t0)
-
-    g_run = distributed.wrap(net_g, ctx)
-    d_run = distributed.wrap(net_d, ctx)
-    bar = None
-    if progress and ctx.is_main:
-        from tqdm import tqdm
-
-        bar = tqdm(total=config.iters, initial=start, desc="finetune", unit="it", dynamic_ncols=True)
-    log = open(out / LOG_NAME, "a", encoding="utf-8") if ctx.is_main else None
-    losses: Dict[str, float] = {}
-    try:
-        for it in range(start, config.iters):
-            lr_img, gt = data.batch(it, config.batch, ctx.rank, ctx.world)
-            lr_img, gt = lr_img.to(dev, non_blocking=True), gt.to(dev, non_blocking=True)
-
-            # 1. generator step (discriminator frozen; its plain module: no DDP gradient sync)
-            net_d.requires_grad_(False)
-            opt_g.zero_grad(set_to_none=True)
-            sr = g_run(lr_img)
-            terms = {"l_pix": pix(sr, gt)}
-            if percep is not None:
-                terms["l_percep"] = percep(sr, gt)
-            if use_d:
-                terms["l_gan"] = gan(net_d(sr), True, is_disc=False)
-            total = sum(terms.values())
-            if not torch.isfinite(total.detach()):
-                raise FloatingPointError(
-                    f"iteration {it + 1}: non-finite generator loss ("
-                    + ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in terms.items())
-                    + "); nothing was written past the last checkpoint: lower --learning-rate and resume")
-            total.backward()
-            opt_g.step()
-            if hooks:
-                hooks("g_step", it + 1)
-
-            # 2. discriminator step
-            if use_d:
-                net_d.requires_grad_(True)
-                opt_d.zero_grad(set_to_none=True)
-                l_real = gan(d_run(gt), True, is_disc=True)
-                l_real.backward()
-                l_fake = gan(d_run(sr.detach().clone()), False, is_disc=True)
-                l_fake.backward()
-                opt_d.step()
-                terms["l_d_real"], terms["l_d_fake"] = l_real, l_fake
-
-            # 3. EMA
-            ema_update(ema, net_g, config.ema_decay)
-
-            done = it + 1
-            if bar is not None or log is not None:
-                losses = {k: float(v.detach()) for k, v in terms.items()}
-            if log is not None:
-                log.write(json.dumps({"iter": done, **{k: round(v, 6) for k, v in losses.items()}}) + "\n")
-            if bar is not None:
-                bar.set_postfix({k[2:]: f"{v:.4g}" for k, v in losses.items()}, refresh=False)
-                bar.update(1)
-            if hooks:
-                hooks("iteration", done)
-            if done % config.ckpt_every == 0 or done == config.iters:
-                if ctx.is_main:
-                    log.flush()
-                    save_checkpoint(ckpt_dir, {
-                        "iteration": done,
-                        "net_g": _cpu(net_g.state_dict()), "net_g_ema": _cpu(ema.state_dict()),
-                        "net_d": _cpu(net_d.state_dict()),
-                        "optimizer_g": opt_g.state_dict(), "optimizer_d": opt_d.state_dict(),
-                        "rng": rng_state(),
-                        "data": {"samples_drawn": done * config.batch, "seed": data.seed},
-                        "config": {"fingerprint": fingerprint, "init_weights": init_fp},
-                    }, keep=config.keep_checkpoints)
-                ctx.barrier()
-                if hooks:
-                    hooks("checkpoint", done)
+    def __init__(self, net_g, data, out, config, ctx, vgg, net_d, allow_random_vgg):
+        self.t0 = time.perf_counter()
+        self.data, self.out, self.cfg, self.ctx = data, out, config, ctx
+        if data.patch != config.patch:
+            raise ValueError(f"data patch {data.patch} differs from config.patch {config.patch}")
+        if data.gt_usm != config.gt_usm:
+            raise ValueError(f"the data's gt_usm ({data.gt_usm}) differs from config.gt_usm ({config.gt_usm}): "
+                             "build FinetuneData(..., gt_usm=config.gt_usm)")
+        data.focus = float(config.focus)  # the crops' focus is the run's setting
+        if config.batch % ctx.world:
+            raise ValueError(f"total batch {config.batch} is not divisible by {ctx.world} processes")
         if ctx.is_main:
-            _write_final(final, net_g, ema)
-        ctx.barrier()
-    finally:
-        if bar is not None:
-            bar.close()
+            out.mkdir(parents=True, exist_ok=True)
+        self.dev = dev = ctx.device
+        self.precision = amp.resolve(config.precision, dev)
+        torch.manual_seed(config.seed)
+        np.random.seed(config.seed % 2**32)
+        random.seed(config.seed)
+        self.init_fp = state_fingerprint(net_g.state_dict())
+        self.warmup = config.warmup(net_d is None)
+        self.decay = config.decay(self.warmup)
+        self.fingerprint = dict(config.fingerprint(), data_keys=hashlib.sha256(
+            "\n".join(s.key for s in data.samples).encode()).hexdigest(), scale=data.scale,
+            precision=self.precision, netd_warmup=self.warmup)
+
+        self.net_g = net_g.to(dev).train().requires_grad_(True)
+        self.ema = copy.deepcopy(self.net_g).eval().requires_grad_(False)
+        if net_d is None:
+            g = torch.random.get_rng_state()
+            torch.manual_seed(config.seed)
+            net_d = UNetDiscriminatorSN(3, 64)
+            torch.random.set_rng_state(g)
+        self.net_d = net_d.to(dev).train()
+        betas = tuple(config.betas)
+        self.opt_g = torch.optim.Adam(self.net_g.parameters(), lr=config.learning_rate, betas=betas)
+        self.opt_d = torch.optim.Adam(self.net_d.parameters(), lr=config.learning_rate, betas=betas)
+        self.pix = L1Loss(config.pixel_weight)
+        self.gan = GANLoss(config.gan_weight)
+        self.use_d = config.gan_weight > 0
+        self.vgg, self.allow_random_vgg, self.percep, self.norm = None, allow_random_vgg, None, None
+        if config.perceptual_weight > 0:
+            if vgg is None:
+                raise ValueError("perceptual_weight > 0 needs the VGG19 weights (vgg=load_vgg19(...)); "
+                                 "or set perceptual_weight 0")
+            self.vgg = vgg.to(dev)
+        self.start = 0
+
+    # ---------------------------------------------------------------- state
+    def restore(self, resume: bool) -> None:
+        ckpt_dir = self.out / CKPT_DIR
+        existing = list_checkpoints(ckpt_dir)
+        if not resume:
+            if existing:
+                raise CheckpointError(f"{self.out}: holds checkpoints of an earlier run ({existing[-1].name}); "
+                                      "pass --resume to continue it, or choose another --out")
+            return
+        state = latest_checkpoint(ckpt_dir)
+        if state is None:
+            return
+        saved = state["config"]
+        if saved.get("fingerprint") != self.fingerprint:
+            old = saved.get("fingerprint", {})
+            diff = sorted(k for k in set(old) | set(self.fingerprint) if old.get(k) != self.fingerprint.get(k))
+            raise CheckpointError(f"{ckpt_dir}: the checkpoint was made with other settings "
+                                  f"({', '.join(diff)} differ); use another --out or the same settings")
+        if saved.get("init_weights") != self.init_fp:
+            raise CheckpointError(f"{ckpt_dir}: the checkpoint started from other generator weights "
+                                  "(--model differs)")
+        self.net_g.load_state_dict(state["net_g"])
+        self.ema.load_state_dict(state["net_g_ema"])
+        self.net_d.load_state_dict(state["net_d"])
+        self.opt_g.load_state_dict(state["optimizer_g"])
+        self.opt_d.load_state_dict(state["optimizer_d"])
+        set_rng_state(state["rng"])
+        self.norm = state.get("perceptual_norm")
+        self.start = int(state["iteration"])
+        if int(state["data"]["samples_drawn"]) != self.start * self.cfg.batch:
+            raise CheckpointError(f"{ckpt_dir}: inconsistent data position in the checkpoint")
+
+    def save(self, done: int) -> None:
+        save_checkpoint(self.out / CKPT_DIR, {
+            "iteration": done,
+            "net_g": _cpu(self.net_g.state_dict()), "net_g_ema": _cpu(self.ema.state_dict()),
+            "net_d": _cpu(self.net_d.state_dict()),
+            "optimizer_g": self.opt_g.state_dict(), "optimizer_d": self.opt_d.state_dict(),
+            "rng": rng_state(), "perceptual_norm": self.norm,
+            "data": {"samples_drawn": done * self.cfg.batch, "seed": self.data.seed},
+            "config": {"fingerprint": self.fingerprint, "init_weights": self.init_fp},
+        }, keep=self.cfg.keep_checkpoints)
+
+    def setup_perceptual(self) -> None:
+        """The perceptual loss, its per-layer scale measured on the first training targets
+        (fp32, no RNG drawn) unless restored from the checkpoint."""
+        if self.vgg is None:
+            return
+        if self.cfg.perceptual_norm == "target" and self.norm is None:
+            n = max(NORM_SAMPLES, self.cfg.batch)
+            gts = torch.from_numpy(np.stack([self.data.sample(k)[1] for k in range(n)])).to(self.dev)
+            self.norm = feature_norms(self.vgg, gts, DEFAULT_LAYER_WEIGHTS)
+        self.percep = PerceptualLoss(self.vgg, weight=self.cfg.perceptual_weight,
+                                     allow_random=self.allow_random_vgg,
+                                     norm=self.norm if self.cfg.perceptual_norm == "target" else None)
+
+    # ---------------------------------------------------------------- steps
+    def _gan_weight_map(self, mask: torch.Tensor) -> Optional[torch.Tensor]:
+        """Per-pixel weight of the generator's GAN term: 1 within ``gan_margin`` px of a masked
+        pixel, ``gan_outside`` elsewhere; None when ``gan_outside`` is 1 (the recipe)."""
+        if self.cfg.gan_outside >= 1.0:
+            return None
+        r = self.cfg.gan_margin
+        near = F.max_pool2d(mask, 2 * r + 1, stride=1, padding=r) if r else mask
+        return self.cfg.gan_outside + (1.0 - self.cfg.gan_outside) * near
+
+    def g_step(self, g_run, lr_img, gt, mask, it: int, log) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+        """The generator's update; returns the loss terms and the (detached) output."""
+        self.net_d.requires_grad_(False)  # frozen; its plain module: no DDP gradient sync
+        self.opt_g.zero_grad(set_to_none=True)
+        with amp.autocast(self.precision, self.dev):
+            sr = g_run(lr_img)
+        sr = sr.float()
+        terms = {"l_pix": self.pix(sr, gt)}
+        if self.percep is not None:
+            with amp.autocast(self.precision, self.dev):
+                terms["l_percep"] = self.percep(sr, gt)
+        if self.use_d:
+            with amp.autocast(self.precision, self.dev):
+                logits = self.net_d(sr)
+            terms["l_gan"] = self.gan(logits, True, is_disc=False, pixel_weight=self._gan_weight_map(mask))
+        total = sum(terms.values())
+        if not torch.isfinite(total.detach()):
+            raise FloatingPointError(
+                f"iteration {it + 1}: non-finite generator loss ("
+                + ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in terms.items())
+                + "); nothing was written past the last checkpoint: lower --learning-rate and resume")
+        if it == self.warmup and log is not None and not self.ctx.enabled:
+            self._log_grad_shares(it, terms, total, log)
+        total.backward()
+        self.opt_g.step()
+        return terms, sr.detach()
+
+    def _log_grad_shares(self, it: int, terms, total, log) -> None:
+        """Each term's value, gradient norm and share of the generator's gradient (its projection
+        on the total gradient over the total's squared norm; the shares sum to 1), once."""
+        params = [p for p in self.net_g.parameters() if p.requires_grad]
+        grads = {k: torch.autograd.grad(v, params, retain_graph=True, allow_unused=True) for k, v in terms.items()}
+        flat = {k: torch.cat([(x if x is not None else torch.zeros_like(p)).reshape(-1).double()
+                              for x, p in zip(g, params)]) for k, g in grads.items()}
+        tot = sum(flat.values())
+        tot2 = float(tot @ tot) or 1.0
+        rec = {"iter": it, "first_generator_step": True,
+               "terms": {k: float(v.detach()) for k, v in terms.items()},
+               "grad_norm": {k: float(v.norm()) for k, v in flat.items()},
+               "grad_share": {k: float(v @ tot) / tot2 for k, v in flat.items()}}
+        log.write(json.dumps(rec) + "\n")
+        print("desra-fast finetune: first generator step: " + "  ".join(
+            f"{k} {rec['terms'][k]:.4g} (grad norm {rec['grad_norm'][k]:.3g}, share {rec['grad_share'][k]:.1%})"
+            for k in terms), file=sys.stderr)
+
+    def d_step(self, d_run, gt, sr) -> Dict[str, torch.Tensor]:
+        self.net_d.requires_grad_(True)
+        self.opt_d.zero_grad(set_to_none=True)
+        with amp.autocast(self.precision, self.dev):
+            real = d_run(gt)
+        l_real = self.gan(real, True, is_disc=True)
+        l_real.backward()
+        with amp.autocast(self.precision, self.dev):
+            fake = d_run(sr.clone())
+        l_fake = self.gan(fake, False, is_disc=True)
+        l_fake.backward()
+        self.opt_d.step()
+        return {"l_d_real": l_real, "l_d_fake": l_fake}
+
+    # ---------------------------------------------------------------- loop
+    def run(self, resume: bool, progress: bool, hooks: Optional[Hook]) -> FinetuneResult:
+        cfg, ctx, out = self.cfg, self.ctx, self.out
+        final = out / FINAL_NAME
+        self.restore(resume)
+        if self.start >= cfg.iters:
+            if ctx.is_main and not final.is_file():  # killed between the last checkpoint and the final file
+                _write_final(final, self.net_g, self.ema)
+            ctx.barrier()
+            return FinetuneResult(final, self.start, self.start, time.perf_counter() - self.t0,
+                                  precision=self.precision)
+        self.setup_perceptual()
+        g_run, d_run = distributed.wrap(self.net_g, ctx), distributed.wrap(self.net_d, ctx)
+        log = open(out / LOG_NAME, "a", encoding="utf-8") if ctx.is_main else None
+        bar = None
+        if progress and ctx.is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.iters, initial=self.start, desc="finetune", unit="it", dynamic_ncols=True)
         if log is not None:
-            log.close()
-    return FinetuneResult(final, config.iters, start, time.perf_counter() - t0, losses)
+            log.write(json.dumps({"iter": self.start, "start": True, "precision": self.precision,
+                                  "netd_warmup": self.warmup, "ema_decay": self.decay,
+                                  "perceptual_norm": self.norm, "threads": torch.get_num_threads()}) + "\n")
+            print(f"desra-fast finetune: precision {self.precision}, discriminator warm-up {self.warmup} "
+                  f"iteration(s), EMA decay {self.decay:.6g}", file=sys.stderr)
+        losses: Dict[str, float] = {}
+        t_loop = time.perf_counter()
+        try:
+            for it in range(self.start, cfg.iters):
+                t_it = time.perf_counter()
+                lr_img, gt, mask = (t.to(self.dev, non_blocking=True) for t in self.data.batch(
+                    it, cfg.batch, ctx.rank, ctx.world, with_mask=True))
+                if it < self.warmup:  # discriminator only
+                    with torch.no_grad(), amp.autocast(self.precision, self.dev):
+                        sr = g_run(lr_img).float()
+                    terms = {}
+                else:
+                    terms, sr = self.g_step(g_run, lr_img, gt, mask, it, log)
+                    if hooks:
+                        hooks("g_step", it + 1)
+                if self.use_d:
+                    terms.update(self.d_step(d_run, gt, sr))
+                if it >= self.warmup:
+                    ema_update(self.ema, self.net_g, self.decay)
+                done = it + 1
+                losses = {k: float(v.detach()) for k, v in terms.items()}
+                if log is not None:
+                    log.write(json.dumps({"iter": done, **{k: round(v, 6) for k, v in losses.items()},
+                                          "sec": round(time.perf_counter() - t_it, 4)}) + "\n")
+                if bar is not None:
+                    bar.set_postfix({k[2:]: f"{v:.4g}" for k, v in losses.items()}, refresh=False)
+                    bar.update(1)
+                if hooks:
+                    hooks("iteration", done)
+                if done % cfg.ckpt_every == 0 or done == cfg.iters:
+                    if ctx.is_main:
+                        log.flush()
+                        self.save(done)
+                    ctx.barrier()
+                    if hooks:
+                        hooks("checkpoint", done)
+            if ctx.is_main:
+                _write_final(final, self.net_g, self.ema)
+            ctx.barrier()
+        finally:
+            if bar is not None:
+                bar.close()
+            if log is not None:
+                log.close()
+        per_it = (time.perf_counter() - t_loop) / (cfg.iters - self.start)
+        return FinetuneResult(final, cfg.iters, self.start, time.perf_counter() - self.t0, losses,
+                              self.precision, per_it)
 
 
 def _cpu(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in sd.items()}
 
 
-__all__ = ["finetune", "FinetuneConfig", "FinetuneResult", "FINAL_NAME", "CKPT_DIR", "state_fingerprint"]
+__all__ = ["finetune", "FinetuneConfig", "FinetuneResult", "FINAL_NAME", "CKPT_DIR", "state_fingerprint",
+           "NETD_WARMUP_SHARE", "NETD_WARMUP_MAX"]
