@@ -1,94 +1,255 @@
-"""PyTorch / safetensors SR checkpoints: safe reading, key selection, architecture inference.
+"""The one weight reader: every checkpoint format through :func:`read_weights`, one safety policy,
+one error hierarchy.
 
-Reading never runs code: ``.pth``/``.pt`` go through ``torch.load(weights_only=True)``, whose
-unpickler only builds tensors and plain containers; a file that needs anything else is refused
-with :class:`UnsafeCheckpointError`. Official BasicSR / Real-ESRGAN checkpoints hold
-``{'params_ema': state_dict}`` or ``{'params': state_dict}``; ``params_ema`` is preferred, then
-``params``, then the file itself when it is a bare state dict.
+Formats (by suffix, or a folder):
+
+- ``.pth`` / ``.pt`` / ``.ckpt`` / ``.bin``: ``torch.load(weights_only=True)``, whose unpickler
+  only builds tensors and plain containers, so reading never runs code. A pickle that needs more
+  (a class, a function, numpy arrays in an mmcv checkpoint's ``meta``) is refused with
+  :class:`UnsafeCheckpointError` unless the caller opts in with ``trust=True`` (CLI ``--trust``),
+  the same keyword everywhere; a trusted unpickling is logged as a warning, never silent.
+- ``.safetensors``: a flat dict of tensors (no code by construction).
+- a Hugging Face folder (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``).
+- formats registered by their own module with :func:`register_reader`: ncnn ``.param`` +
+  ``.bin`` (:mod:`.ncnn`).
+
+What the weights *are* is decided elsewhere: :func:`read_state_dict` picks the state dict of an
+SR checkpoint (``params_ema``, then ``params``, then a bare state dict, as BasicSR /
+Real-ESRGAN), and :mod:`.registry` recognises the architecture. The fingerprint of a weight file
+is :func:`desra_fast.utils.file_sha256` of every file read (:attr:`WeightFile.sha256`).
 """
 from __future__ import annotations
 
+import logging
+import os
 import pickle
 import re
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from torch import nn
 
-__all__ = ["UnsafeCheckpointError", "CheckpointError", "read_state_dict", "infer_rrdbnet", "infer_srmd",
-           "build_from_state_dict", "load_strict"]
+from ..utils import file_sha256
+
+__all__ = ["CheckpointError", "UnsafeCheckpointError", "WeightFile", "read_weights", "read_state_dict",
+           "register_reader", "read_config_json", "load_strict", "TORCH_SUFFIXES", "HF_WEIGHT_FILES"]
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_KEYS = ("params_ema", "params")
+#: Suffixes read with ``torch.load`` (``.bin``: a Hugging Face ``pytorch_model.bin``).
+TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+#: Weight files of a Hugging Face folder, in order of preference.
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that does not hold what the loader needs (keys, shapes, layout)."""
+    """A weight file that cannot be read or does not hold what the loader needs (keys, shapes,
+    layout). The one base of every checkpoint error of the package (SR, segmentation, ncnn,
+    fine-tune checkpoints)."""
 
 
 class UnsafeCheckpointError(CheckpointError):
     """A pickle that would construct arbitrary Python objects (and so could run code)."""
 
 
-def read_state_dict(path: str | Path, key: str | None = None) -> tuple[dict[str, torch.Tensor], str | None]:
-    """Read the weights of a ``.pth``/``.pt``/``.safetensors`` file without running any code.
+@dataclass(frozen=True)
+class WeightFile:
+    """What :func:`read_weights` read.
+
+    Attributes:
+        path: the weights file (inside a Hugging Face folder: its weights file).
+        format: ``"torch"``, ``"safetensors"`` or a registered format (``"ncnn"``).
+        content: the unpickled object (torch), a ``{name: Tensor}`` dict (safetensors), or the
+            registered reader's result (ncnn: :class:`~desra_fast.models.ncnn.NcnnModel`).
+        config: the ``config.json`` beside the weights (a dict), when there is one.
+        files: every file read, in order (for the fingerprint).
+    """
+    path: Path
+    format: str
+    content: Any
+    config: Optional[dict]
+    files: Tuple[Path, ...]
+
+    @property
+    def sha256(self) -> str:
+        """Hex SHA-256 of the bytes of :attr:`files` read one after the other."""
+        return file_sha256(*self.files)
+
+
+#: suffix -> (format name, reader(path, **options) -> (content, files)); see :func:`register_reader`.
+_READERS: Dict[str, Tuple[str, Callable[..., Tuple[Any, Tuple[Path, ...]]]]] = {}
+
+
+def register_reader(suffixes, fmt: str, reader: Callable[..., Tuple[Any, Tuple[Path, ...]]]) -> None:
+    """Teach :func:`read_weights` a file format (called by the format's own module at import).
+
+    Args:
+        suffixes: lower-case suffixes (``(".param",)``).
+        fmt: the format's name (:attr:`WeightFile.format`).
+        reader: ``reader(path, **options) -> (content, files_read)``; raises a
+            :class:`CheckpointError` subclass for a bad file.
+    """
+    for s in suffixes:
+        _READERS[s.lower()] = (fmt, reader)
+
+
+def read_weights(source, *, trust: bool = False, **options) -> WeightFile:
+    """Read any weight file or Hugging Face folder, never running code unless ``trust``.
+
+    Args:
+        source: a file (``.pth/.pt/.ckpt/.bin``, ``.safetensors``, a registered suffix such as
+            ncnn's ``.param``) or a Hugging Face folder.
+        trust: allow unpickling objects beyond tensors and plain containers. Only for files
+            whose origin you trust: unpickling can run arbitrary code. The one opt-in of the
+            package (``load_sr(trust=)``, ``load_segmenter(trust=)``, CLI ``--trust``).
+        **options: passed to a registered reader (ncnn: ``bin=``).
+
+    Returns:
+        :class:`WeightFile`.
+
+    Raises:
+        CheckpointError: no such file, unreadable / truncated / corrupt file, unsupported suffix.
+        UnsafeCheckpointError: a pickle that would build arbitrary objects, without ``trust``.
+    """
+    src = Path(os.fspath(source))
+    config = None
+    if src.is_dir():
+        src, config = _hf_folder(src)
+    elif not src.is_file():
+        raise CheckpointError(f"{src}: no such file or folder")
+    suffix = src.suffix.lower()
+    if suffix in _READERS:
+        fmt, reader = _READERS[suffix]
+        content, files = reader(src, **options)
+        return WeightFile(src, fmt, content, config, tuple(files))
+    if options:
+        raise CheckpointError(f"{src}: options {sorted(options)} do not apply to a {suffix or 'suffix-less'} file")
+    if suffix == ".safetensors":
+        return WeightFile(src, "safetensors", _read_safetensors(src), config, (src,))
+    if suffix in TORCH_SUFFIXES:
+        return WeightFile(src, "torch", _torch_load(src, trust), config, (src,))
+    known = ", ".join(sorted(set(TORCH_SUFFIXES + (".safetensors",) + tuple(_READERS))))
+    raise CheckpointError(f"{src}: unsupported weight file suffix {suffix!r} (known: {known}, or a Hugging Face folder)")
+
+
+def _hf_folder(folder: Path) -> Tuple[Path, Optional[dict]]:
+    """The weights file of a Hugging Face folder and its parsed ``config.json`` (or None)."""
+    for name in HF_WEIGHT_FILES:
+        if (folder / name).is_file():
+            cfg_path = folder / "config.json"
+            return folder / name, read_config_json(cfg_path) if cfg_path.is_file() else None
+    if any(folder.glob("*.index.json")):
+        raise CheckpointError(f"{folder}: sharded Hugging Face checkpoints are not supported; "
+                              "merge the shards into one model.safetensors")
+    raise CheckpointError(f"{folder}: a Hugging Face folder needs model.safetensors or pytorch_model.bin")
+
+
+def read_config_json(path) -> dict:
+    """A Hugging Face ``config.json`` as a dict; CheckpointError when unreadable or not an object."""
+    import json
+
+    try:
+        config = json.loads(Path(path).read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable config.json: {exc}") from exc
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: config.json must hold a JSON object")
+    return config
+
+
+def _read_safetensors(path: Path) -> Dict[str, torch.Tensor]:
+    try:
+        from safetensors.torch import load_file
+    except ImportError:  # pragma: no cover - safetensors is a dependency of the models extra
+        raise ImportError("reading .safetensors needs the safetensors package: pip install safetensors") from None
+    try:
+        return load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(f"{path}: not a readable .safetensors file (truncated or corrupt?): {e}") from None
+
+
+def _torch_load(path: Path, trust: bool) -> Any:
+    """``torch.load`` under the package's one safety policy (see the module docstring)."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = str(e)
+        if not _unsafe(msg):
+            detail = [ln.strip() for ln in msg.splitlines() if ln.strip() and "Weights only load failed" not in ln
+                      and "weights_only" not in ln]
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?)"
+                                  + (f": {detail[0]}" if detail else "")) from None
+        if not trust:
+            raise UnsafeCheckpointError(
+                f"{path}: refused to load: the pickle references Python objects beyond tensors and plain "
+                f"containers ({_unsafe_detail(msg)}; mmcv-era checkpoints keep numpy arrays in their 'meta'), and "
+                f"unpickling it could run arbitrary code. Only weights are accepted (torch.load(weights_only=True)). "
+                f"If you trust the file, pass trust=True (CLI: --trust), or re-save its state dict with "
+                f"torch.save({{'params_ema': state_dict}}, ...) or as .safetensors.") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {e}") from None
+    log.warning("%s: unpickling with trust=True: objects beyond tensors are built (the caller trusts this file)", path)
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise CheckpointError(f"{path}: cannot unpickle the checkpoint: {exc}") from None
+
+
+def _unsafe(msg: str) -> bool:
+    """Whether torch's weights-only refusal names a global it would not build (versus a corrupt file)."""
+    return "GLOBAL" in msg or "Unsupported global" in msg
+
+
+def _unsafe_detail(msg: str) -> str:
+    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", msg)
+    if m:
+        return f"first refused object: {m.group(1)}"
+    hits = [ln.strip() for ln in msg.splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
+    return hits[0].rstrip(".") if hits else "non-tensor objects"
+
+
+def read_state_dict(path, key: Optional[str] = None, *, trust: bool = False
+                    ) -> Tuple[Dict[str, torch.Tensor], Optional[str]]:
+    """The state dict of an SR / network checkpoint (``.pth``/``.pt``/``.ckpt``/``.safetensors``),
+    read by :func:`read_weights` (so without running code unless ``trust``).
 
     Args:
         path: the checkpoint file.
         key: the entry holding the weights (default: ``params_ema``, then ``params``, then the
             file itself if it is a bare state dict). ``module.`` prefixes (DataParallel) are removed.
+        trust: see :func:`read_weights`.
 
     Returns:
-        ``(state_dict, key_used)``; ``key_used`` is None for a bare state dict or safetensors.
+        ``(state_dict, key_used)``: ``{name: Tensor}`` of any dtype; ``key_used`` is None for a
+        bare state dict or safetensors.
 
     Raises:
+        FileNotFoundError: no such file.
         UnsafeCheckpointError: the pickle references globals that ``weights_only`` refuses.
         CheckpointError: not a checkpoint, or no state dict under the expected keys.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.suffix.lower() == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise ImportError("reading .safetensors needs the safetensors package: pip install safetensors") from None
-        try:
-            sd = load_file(str(path))
-        except Exception as e:
-            raise CheckpointError(f"{path}: not a readable .safetensors file ({e})") from e
-        used = None
+    wf = read_weights(path, trust=trust)
+    if wf.format == "safetensors":
+        if key is not None:
+            raise CheckpointError(f"{path}: key={key!r} given, but a .safetensors file holds one flat state dict")
+        sd, used = wf.content, None
+    elif wf.format == "torch":
+        sd, used = _select(wf.content, key, path)
     else:
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            msg = str(e)
-            if "GLOBAL" in msg or "Unsupported global" in msg:
-                raise UnsafeCheckpointError(
-                    f"{path}: refused to load: the pickle references Python objects beyond tensors and plain "
-                    f"containers, and unpickling it could run arbitrary code. Only weights are accepted "
-                    f"(torch.load(weights_only=True)). If you trust the file, re-save its state dict with "
-                    f"torch.save({{'params_ema': state_dict}}, ...) or as .safetensors.{_unsafe_detail(msg)}"
-                ) from None
-            detail = [ln.strip() for ln in msg.splitlines() if ln.strip() and "Weights only load failed" not in ln
-                      and "weights_only" not in ln]
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?)"
-                                  + (f": {detail[0]}" if detail else "")) from None
-        except (RuntimeError, EOFError, OSError, ValueError) as e:
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {e}") from None
-        sd, used = _select(obj, key, path)
-    if key is not None and used is None and path.suffix.lower() == ".safetensors":
-        raise CheckpointError(f"{path}: key={key!r} given, but a .safetensors file holds one flat state dict")
+        raise CheckpointError(f"{path}: a {wf.format} file holds no torch state dict")
     bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{path}: the state dict holds non-tensor entries: {bad[:5]}")
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
     return sd, used
-
-
-def _unsafe_detail(msg: str) -> str:
-    hits = [ln.strip() for ln in msg.splitlines() if "GLOBAL" in ln or "Unsupported global" in ln]
-    return f" ({hits[0].rstrip('.')})" if hits else ""
 
 
 def _select(obj, key: str | None, path: Path):
@@ -105,50 +266,6 @@ def _select(obj, key: str | None, path: Path):
         return obj, None
     raise CheckpointError(f"{path}: no weights found: expected 'params_ema', 'params' or a bare state dict; "
                           f"top-level keys: {sorted(map(str, obj))[:10]}")
-
-
-def infer_rrdbnet(sd: dict[str, torch.Tensor], scale: int | None = None) -> dict | None:
-    """RRDBNet hyper-parameters from the tensor shapes of a BasicSR-layout state dict, or None.
-
-    ``num_feat`` = ``conv_first`` outputs, ``num_grow_ch`` = ``rdb1.conv1`` outputs, ``num_block``
-    = distinct ``body.N``, ``num_out_ch`` = ``conv_last`` outputs; the scale follows from
-    ``conv_first``'s input channels (``num_in_ch`` x1 / x4 / x16 for scale 4 / 2 / 1, taking
-    ``num_in_ch == num_out_ch`` as Real-ESRGAN does) unless ``scale`` is given.
-    """
-    need = ("conv_first.weight", "body.0.rdb1.conv1.weight", "conv_last.weight")
-    if not all(k in sd for k in need) or any(sd[k].ndim != 4 for k in need):
-        return None
-    first = sd["conv_first.weight"]
-    num_out = int(sd["conv_last.weight"].shape[0])
-    cin = int(first.shape[1])
-    blocks = {int(m.group(1)) for k in sd for m in [re.match(r"body\.(\d+)\.", k)] if m}
-    if scale is None:
-        ratio = {num_out: 4, 4 * num_out: 2, 16 * num_out: 1}
-        if cin not in ratio:
-            raise CheckpointError(f"RRDBNet checkpoint: conv_first takes {cin} channels, not {num_out} (x4), "
-                                  f"{4 * num_out} (x2) or {16 * num_out} (x1) for {num_out} output channels; "
-                                  f"pass scale=")
-        scale = ratio[cin]
-    div = {4: 1, 2: 4, 1: 16}.get(scale)
-    if div is None or cin % div:
-        raise CheckpointError(f"RRDBNet checkpoint: scale={scale} does not fit conv_first's {cin} input channels")
-    return dict(num_in_ch=cin // div, num_out_ch=num_out, scale=scale, num_feat=int(first.shape[0]),
-                num_block=max(blocks) + 1 if blocks else 0, num_grow_ch=int(sd["body.0.rdb1.conv1.weight"].shape[0]))
-
-
-def infer_srmd(sd: dict[str, torch.Tensor]) -> dict | None:
-    """SRMD (KAIR layout ``model.{2i}.weight``) hyper-parameters from shapes, or None."""
-    idx = sorted(int(m.group(1)) for k in sd for m in [re.fullmatch(r"model\.(\d+)\.weight", k)] if m)
-    if len(idx) < 2 or idx != list(range(0, 2 * len(idx), 2)) or len(sd) != 2 * len(idx):
-        return None
-    ws = [sd[f"model.{i}.weight"] for i in idx]
-    if any(w.ndim != 4 or tuple(w.shape[2:]) != (3, 3) for w in ws):
-        return None
-    in_nc, nc, last = int(ws[0].shape[1]), int(ws[0].shape[0]), int(ws[-1].shape[0])
-    for s in (4, 3, 2, 1):
-        if last % (s * s) == 0 and in_nc - last // (s * s) in (15, 16):
-            return dict(in_nc=in_nc, out_nc=last // (s * s), nc=nc, num_conv=len(ws), scale=s)
-    return None
 
 
 def load_strict(module: nn.Module, sd: dict[str, torch.Tensor], what: str) -> None:
@@ -174,64 +291,3 @@ def load_strict(module: nn.Module, sd: dict[str, torch.Tensor], what: str) -> No
     if bad:
         raise CheckpointError(f"{what}: non-finite (NaN/inf) weights in: {', '.join(bad[:8])}")
     module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, strict=True)
-
-
-def build_from_state_dict(sd: dict[str, torch.Tensor], what: str, *, scale: int | None = None,
-                          noise_level=None) -> tuple[nn.Module, dict]:
-    """Recognise the architecture of a state dict and build the module with its weights.
-
-    RRDBNet (BasicSR keys) and SRMD (KAIR keys) are built here; anything else goes to spandrel
-    when it is installed.
-
-    Returns:
-        ``(module, info)`` with ``info['arch']`` and the inferred hyper-parameters.
-    """
-    from .rrdbnet import RRDBNet
-    from .srmd import SRMD, SRMDRGB
-
-    hp = infer_rrdbnet(sd, scale)
-    if hp is not None:
-        if noise_level is not None:
-            raise ValueError(f"{what}: noise_level is an SRMD option; this checkpoint is an RRDBNet")
-        net = RRDBNet(**hp)
-        load_strict(net, sd, f"{what} (RRDBNet {hp})")
-        return net, dict(arch="RRDBNet", **hp)
-    hp = infer_srmd(sd)
-    if hp is not None:
-        if scale is not None and scale != hp["scale"]:
-            raise CheckpointError(f"{what}: scale={scale} given, the SRMD weights are x{hp['scale']}")
-        net = SRMD(**hp)
-        load_strict(net, sd, f"{what} (SRMD {hp})")
-        if noise_level is None:
-            noise_level = None if hp["in_nc"] - hp["out_nc"] == 15 else 10
-        module = SRMDRGB(net, noise_level=noise_level)
-        return module, dict(arch="SRMD", noise_level=module.noise_level, **hp)
-    return _spandrel(sd, what, scale, noise_level)
-
-
-def _spandrel(sd, what, scale, noise_level):
-    try:
-        import spandrel
-    except ImportError:
-        keys = ", ".join(list(sd)[:6])
-        raise CheckpointError(
-            f"{what}: not an RRDBNet (BasicSR keys conv_first/body.N.rdbK/conv_last) or SRMD (model.N) state "
-            f"dict (first keys: {keys}). Other architectures (SwinIR, HAT, SPAN, ...) load through spandrel: "
-            f"pip install 'desra_fast[spandrel]'") from None
-    if noise_level is not None:
-        raise ValueError(f"{what}: noise_level is an SRMD option")
-    try:
-        desc = spandrel.ModelLoader().load_from_state_dict(sd)
-    except Exception as e:
-        raise CheckpointError(f"{what}: spandrel does not recognise this state dict: {e}") from e
-    if not isinstance(desc, spandrel.ImageModelDescriptor):
-        raise CheckpointError(f"{what}: spandrel loaded a {type(desc).__name__}, not a single-image SR model")
-    if desc.input_channels != 3 or desc.output_channels != 3:
-        raise CheckpointError(f"{what}: {desc.architecture.name} takes {desc.input_channels} and gives "
-                              f"{desc.output_channels} channels; only RGB models are supported")
-    if scale is not None and scale != desc.scale:
-        raise CheckpointError(f"{what}: scale={scale} given, spandrel finds x{desc.scale}")
-    req = getattr(desc, "size_requirements", None)
-    info = dict(arch=f"spandrel:{desc.architecture.name}", scale=int(desc.scale),
-                mod=int(getattr(req, "multiple_of", 1) or 1))
-    return desc.model.float().eval(), info

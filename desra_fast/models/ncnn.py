@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import CheckpointError, register_reader
+
 __all__ = ["NcnnLayer", "NcnnModel", "NcnnFormatError", "read_ncnn", "read_param", "ncnn_to_torch",
            "NcnnGraphModule", "SUPPORTED_LAYERS"]
 
@@ -44,8 +46,9 @@ SUPPORTED_LAYERS = frozenset({
 })
 
 
-class NcnnFormatError(ValueError):
-    """A malformed, truncated or unsupported ncnn ``.param`` / ``.bin`` file."""
+class NcnnFormatError(CheckpointError):
+    """A malformed, truncated or unsupported ncnn ``.param`` / ``.bin`` file (a
+    :class:`~desra_fast.models.checkpoint.CheckpointError`, so a ValueError)."""
 
 
 @dataclass
@@ -513,3 +516,12 @@ def ncnn_to_torch(model: NcnnModel, *, noise_level: int | float | None = None) -
     module, info = got
     info["weight_storage"] = "+".join(sorted(model.weight_storage)) or "none"
     return module.eval(), info
+
+
+def _read_for_registry(param: Path, bin=None):
+    """:func:`read_ncnn` as a :func:`~desra_fast.models.checkpoint.read_weights` reader."""
+    bin_path = Path(bin) if bin is not None else param.with_suffix(".bin")
+    return read_ncnn(param, bin_path), (param, bin_path)
+
+
+register_reader((".param",), "ncnn", _read_for_registry)

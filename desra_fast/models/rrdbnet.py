@@ -3,15 +3,22 @@
 The module layout (and therefore every ``state_dict`` key) is the one of BasicSR's
 ``basicsr.archs.rrdbnet_arch.RRDBNet``: ``conv_first``, ``body.{i}.rdb{1,2,3}.conv{1..5}``,
 ``conv_body``, ``conv_up1``, ``conv_up2``, ``conv_hr``, ``conv_last``, so official checkpoints
-(``{'params_ema': ...}``) load strictly.
+(``{'params_ema': ...}``) load strictly. Registered as the ``"sr"`` architecture ``RRDBNet``
+(:mod:`.registry`): recognised by those key names, hyper-parameters from the tensor shapes
+(:func:`infer_rrdbnet`).
 """
 from __future__ import annotations
+
+import re
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["RRDBNet", "ResidualDenseBlock", "RRDB"]
+from .checkpoint import CheckpointError, load_strict
+from .registry import Architecture, register
+
+__all__ = ["RRDBNet", "ResidualDenseBlock", "RRDB", "infer_rrdbnet"]
 
 
 class ResidualDenseBlock(nn.Module):
@@ -106,3 +113,54 @@ class RRDBNet(nn.Module):
         feat = self.lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")))
         feat = self.lrelu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")))
         return self.conv_last(self.lrelu(self.conv_hr(feat)))
+
+
+def infer_rrdbnet(sd: dict[str, torch.Tensor], scale: int | None = None) -> dict | None:
+    """RRDBNet hyper-parameters from the tensor shapes of a BasicSR-layout state dict, or None.
+
+    ``num_feat`` = ``conv_first`` outputs, ``num_grow_ch`` = ``rdb1.conv1`` outputs, ``num_block``
+    = distinct ``body.N``, ``num_out_ch`` = ``conv_last`` outputs; the scale follows from
+    ``conv_first``'s input channels (``num_in_ch`` x1 / x4 / x16 for scale 4 / 2 / 1, taking
+    ``num_in_ch == num_out_ch`` as Real-ESRGAN does) unless ``scale`` is given.
+    """
+    need = ("conv_first.weight", "body.0.rdb1.conv1.weight", "conv_last.weight")
+    if not all(k in sd for k in need) or any(sd[k].ndim != 4 for k in need):
+        return None
+    first = sd["conv_first.weight"]
+    num_out = int(sd["conv_last.weight"].shape[0])
+    cin = int(first.shape[1])
+    blocks = {int(m.group(1)) for k in sd for m in [re.match(r"body\.(\d+)\.", k)] if m}
+    if scale is None:
+        ratio = {num_out: 4, 4 * num_out: 2, 16 * num_out: 1}
+        if cin not in ratio:
+            raise CheckpointError(f"RRDBNet checkpoint: conv_first takes {cin} channels, not {num_out} (x4), "
+                                  f"{4 * num_out} (x2) or {16 * num_out} (x1) for {num_out} output channels; "
+                                  f"pass scale=")
+        scale = ratio[cin]
+    div = {4: 1, 2: 4, 1: 16}.get(scale)
+    if div is None or cin % div:
+        raise CheckpointError(f"RRDBNet checkpoint: scale={scale} does not fit conv_first's {cin} input channels")
+    return dict(num_in_ch=cin // div, num_out_ch=num_out, scale=scale, num_feat=int(first.shape[0]),
+                num_block=max(blocks) + 1 if blocks else 0, num_grow_ch=int(sd["body.0.rdb1.conv1.weight"].shape[0]))
+
+
+_KEYS = ("conv_first.weight", "body.0.rdb1.conv1.weight", "conv_last.weight")
+
+
+def _detect(sd) -> bool:
+    return all(k in sd for k in _KEYS)
+
+
+def _load(sd, what: str, *, scale: int | None = None, noise_level=None):
+    """RRDBNet with the weights of ``sd`` (strict); info: ``arch`` and the hyper-parameters."""
+    if noise_level is not None:
+        raise ValueError(f"{what}: noise_level is an SRMD option; this checkpoint is an RRDBNet")
+    hp = infer_rrdbnet(sd, scale)
+    if hp is None:
+        raise CheckpointError(f"{what}: RRDBNet keys {', '.join(_KEYS)} must be 4-D convolution weights")
+    net = RRDBNet(**hp)
+    load_strict(net, sd, f"{what} (RRDBNet {hp})")
+    return net, dict(arch="RRDBNet", **hp)
+
+
+register(Architecture("RRDBNet", "sr", _detect, _load, priority=10))

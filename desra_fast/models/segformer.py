@@ -12,16 +12,23 @@ One module represents the two checkpoint families that exist for ADE20K SegForme
 
 Only plain torch operations (conv, linear, layer norm, ``scaled_dot_product_attention``,
 bilinear interpolation), so the module traces to ONNX. Parameter names are this module's own;
-:mod:`desra_fast.models.segmenter` converts the checkpoints of both libraries to them.
+:mod:`.segformer_keys` converts the checkpoints of both libraries to them. Registered as the
+``"segmenter"`` architecture ``SegFormer`` (:mod:`.registry`): variant, decoder width, head kind
+and class count are inferred from the tensor shapes (:func:`build_segformer`).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .checkpoint import CheckpointError
+from .registry import Architecture, register
+from .segformer_keys import detect_family, hf_filter_fn, mmseg_filter_fn
 
 #: The MiT variants of the paper: (embed dims per stage, blocks per stage). All use heads
 #: (1, 2, 5, 8), spatial-reduction ratios (8, 4, 2, 1), patch sizes (7, 3, 3, 3), strides
@@ -275,5 +282,137 @@ def expected_keys(cfg: SegFormerConfig) -> List[str]:
     return [k for k in m.state_dict() if not k.endswith("num_batches_tracked")]
 
 
+def _infer_config(sd: Dict[str, Any], *, head: str, ln_eps: float, hf_config: Optional[dict],
+                  meta_heads: Optional[Tuple[int, ...]]):
+    stages = sorted({int(m.group(1)) for k in sd for m in [re.match(r"backbone\.stages\.(\d+)\.patch_embed\.proj\.weight$", k)] if m})
+    if not stages or stages != list(range(len(stages))):
+        raise CheckpointError("missing patch-embedding weights of the encoder stages "
+                              "(backbone.layers.{i}.0.projection / segformer.*.patch_embeddings.{i}.proj)")
+    dims, depths, srs, patches, mlps = [], [], [], [], []
+    for i in stages:
+        w = sd[f"backbone.stages.{i}.patch_embed.proj.weight"]
+        dims.append(int(w.shape[0]))
+        patches.append(int(w.shape[2]))
+        blocks = {int(m.group(1)) for k in sd for m in [re.match(rf"backbone\.stages\.{i}\.blocks\.(\d+)\.", k)] if m}
+        depths.append(max(blocks) + 1 if blocks else 0)
+        sr = sd.get(f"backbone.stages.{i}.blocks.0.attn.sr.weight")
+        srs.append(int(sr.shape[2]) if sr is not None else 1)
+        fc1 = sd.get(f"backbone.stages.{i}.blocks.0.ffn.fc1.weight")
+        mlps.append(int(fc1.shape[0]) // dims[-1] if fc1 is not None else 4)
+    cls = sd.get("head.cls.weight")
+    if cls is None:
+        raise CheckpointError("missing the classifier weights (decode_head.conv_seg / decode_head.classifier)")
+    n = len(stages)
+    strides = [(p + 1) // 2 for p in patches]
+    heads = list(meta_heads) if meta_heads and len(meta_heads) == n else ([1, 2, 5, 8] if n == 4 else [1] * n)
+    if hf_config:
+        heads = list(hf_config.get("num_attention_heads", heads))
+        strides = list(hf_config.get("strides", strides))
+        for name, got in (("hidden_sizes", dims), ("depths", depths), ("sr_ratios", srs), ("patch_sizes", patches)):
+            want = hf_config.get(name)
+            if want is not None and list(want) != got:
+                raise CheckpointError(f"config.json says {name}={list(want)} but the weights have {got}")
+    try:
+        return SegFormerConfig(embed_dims=tuple(dims), depths=tuple(depths), num_heads=tuple(heads),
+                               sr_ratios=tuple(srs), patch_sizes=tuple(patches), strides=tuple(strides),
+                               mlp_ratios=tuple(mlps), head=head, width=int(cls.shape[1]),
+                               num_classes=int(cls.shape[0]), in_channels=int(sd["backbone.stages.0.patch_embed.proj.weight"].shape[1]),
+                               ln_eps=ln_eps)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from exc
+
+
+def _meta_num_heads(meta: dict) -> Optional[Tuple[int, ...]]:
+    for key in ("config", "cfg"):
+        text = meta.get(key)
+        if isinstance(text, str):
+            m = re.search(r"num_heads\s*=\s*[\[\(]([\d,\s]+)[\]\)]", text)
+            if m:
+                return tuple(int(v) for v in re.findall(r"\d+", m.group(1)))
+    return None
+
+
+def _key_report(missing: Sequence[str], unexpected: Sequence[str], limit: int = 12) -> str:
+    parts = []
+    for name, keys in (("missing", missing), ("unexpected", unexpected)):
+        if keys:
+            keys = sorted(keys)
+            more = f" ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
+            parts.append(f"{len(keys)} {name} key(s): {', '.join(keys[:limit])}{more}")
+    return "; ".join(parts)
+
+
+def build_segformer(sd: Dict[str, Any], *, family: str, hf_config: Optional[dict] = None,
+                    meta: Optional[dict] = None, source: str = "checkpoint"):
+    """A :class:`SegFormer` holding the weights of an mmseg or HF state dict (strict).
+
+    Args:
+        sd: the checkpoint's ``{name: Tensor}`` in its family's names.
+        family: ``"mmseg"`` or ``"hf"`` (:func:`~desra_fast.models.segformer_keys.detect_family`).
+        hf_config: a Hugging Face ``config.json`` (heads and strides; checked against the shapes).
+        meta: an mmseg checkpoint's ``meta`` (its config text gives the heads).
+        source: names the checkpoint in errors.
+
+    Returns:
+        ``(model, names)``: the float32 model in eval mode, and the HF names version
+        (``"4.x"``/``"5.x"``, None for mmseg).
+
+    Raises:
+        CheckpointError: missing / unexpected keys (listed), wrong shapes, non-float or
+        non-finite tensors, a config.json that contradicts the weights.
+    """
+    if family == "mmseg":
+        ours, unexpected = mmseg_filter_fn(sd)
+        head, eps, names = "mmseg", 1e-6, None
+    else:
+        ours, unexpected, names = hf_filter_fn(sd)
+        head, eps = "all-mlp", 1e-5
+    cfg = _infer_config(ours, head=head, ln_eps=eps, hf_config=hf_config, meta_heads=_meta_num_heads(meta or {}))
+    want = set(expected_keys(cfg))
+    missing = sorted(want - set(ours))
+    unexpected = sorted(unexpected) + sorted(set(ours) - want)
+    if missing or unexpected:
+        raise CheckpointError(f"{source}: the weights do not fit a SegFormer {cfg.variant_name} "
+                              f"({family} layout): {_key_report(missing, unexpected)}")
+    with torch.device("meta"):  # no random init of tens of millions of parameters
+        model = SegFormer(cfg)
+    state = model.state_dict()
+    for k, t in ours.items():
+        if tuple(state[k].shape) != tuple(t.shape):
+            raise CheckpointError(f"{source}: tensor {k} has shape {tuple(t.shape)}, expected {tuple(state[k].shape)} "
+                                  f"for a SegFormer {cfg.variant_name} ({family} layout)")
+        if not t.dtype.is_floating_point:
+            raise CheckpointError(f"{source}: tensor {k} has dtype {t.dtype}, expected floating point")
+        if not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"{source}: tensor {k} contains NaN or infinite values")
+    full = {k: t.float().contiguous() for k, t in ours.items()}
+    full.update({k: torch.zeros((), dtype=torch.int64) for k in state if k.endswith("num_batches_tracked")})
+    model.load_state_dict(full, strict=True, assign=True)
+    model.eval()
+    return model, names
+
+
+def _detect(sd) -> bool:
+    try:
+        detect_family(sd)
+    except CheckpointError:
+        return False
+    return True
+
+
+def _load(sd, what: str, *, hf_config: Optional[dict] = None, meta: Optional[dict] = None):
+    """The registry's loader: ``(model, info)`` with the family, names, variant, head, width,
+    class count, LayerNorm eps and the full config."""
+    family = detect_family(sd)
+    model, names = build_segformer(sd, family=family, hf_config=hf_config if family == "hf" else None,
+                                   meta=meta, source=what)
+    cfg = model.cfg
+    return model, dict(arch="SegFormer", format=family, names=names, variant=cfg.variant_name, head=cfg.head,
+                       width=cfg.width, num_classes=cfg.num_classes, ln_eps=cfg.ln_eps, config=cfg.to_dict())
+
+
+register(Architecture("SegFormer", "segmenter", _detect, _load))
+
+
 __all__ = ["SegFormer", "SegFormerConfig", "MixVisionTransformer", "SegFormerHead", "MIT_VARIANTS",
-           "HEAD_KINDS", "expected_keys"]
+           "HEAD_KINDS", "expected_keys", "build_segformer"]

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import math
 import os
@@ -20,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..utils import file_sha256
 
 __all__ = ["SRModel", "load_sr", "RUNTIMES"]
 
@@ -373,22 +374,13 @@ def _device(device) -> torch.device:
     return d
 
 
-def _sha256(*paths: Path) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 # ---------------------------------------------------------------------- loading
-_OPTIONS = {"bin", "noise_level", "scale", "key", "pre_pad", "pad_mode", "precision", "channels_last"}
+_OPTIONS = {"bin", "noise_level", "scale", "key", "pre_pad", "pad_mode", "precision", "channels_last", "trust"}
 
 
 def _read_source(source, options: dict) -> tuple[nn.Module, dict]:
     """The torch module and info of any supported checkpoint form (format dispatch)."""
-    from . import checkpoint, ncnn, zoo
+    from . import checkpoint, ncnn, registry, zoo
 
     scale, noise = options.get("scale"), options.get("noise_level")
     if isinstance(source, nn.Module):
@@ -405,22 +397,20 @@ def _read_source(source, options: dict) -> tuple[nn.Module, dict]:
     if not path.is_file():
         raise FileNotFoundError(f"load_sr: no such file: {path} (packaged names: {', '.join(zoo.available_models())})")
     suffix = path.suffix.lower()
+    if options.get("bin") is not None and suffix != ".param":
+        raise ValueError("load_sr: bin= is only for ncnn .param sources")
     if suffix == ".param":
-        bin_path = Path(options["bin"]) if options.get("bin") is not None else path.with_suffix(".bin")
-        model = ncnn.read_ncnn(path, bin_path)
-        module, info = ncnn.ncnn_to_torch(model, noise_level=noise)
+        wf = checkpoint.read_weights(path, bin=options.get("bin"))
+        module, info = ncnn.ncnn_to_torch(wf.content, noise_level=noise)
         if scale is not None and scale != info["scale"]:
             raise ValueError(f"load_sr: scale={scale} given, the ncnn graph upscales x{info['scale']}")
-        info.update(source=str(path), bin=str(bin_path), format="ncnn",
-                    source_sha256=_sha256(path, bin_path))
+        info.update(source=str(path), bin=str(wf.files[1]), format="ncnn", source_sha256=wf.sha256)
         return module, info
-    if options.get("bin") is not None:
-        raise ValueError("load_sr: bin= is only for ncnn .param sources")
     if suffix in (".pth", ".pt", ".ckpt", ".safetensors"):
-        sd, key = checkpoint.read_state_dict(path, options.get("key"))
-        module, info = checkpoint.build_from_state_dict(sd, str(path), scale=scale, noise_level=noise)
+        sd, key = checkpoint.read_state_dict(path, options.get("key"), trust=bool(options.get("trust", False)))
+        module, info = registry.load_architecture(sd, "sr", str(path), scale=scale, noise_level=noise)
         info.update(source=str(path), format="safetensors" if suffix == ".safetensors" else "torch",
-                    checkpoint_key=key, source_sha256=_sha256(path))
+                    checkpoint_key=key, source_sha256=file_sha256(path))
         return module, info
     raise ValueError(f"load_sr: unsupported model file {path.name!r}: expected .pth/.pt/.ckpt, .safetensors or "
                      f"an ncnn .param")
@@ -482,7 +472,9 @@ def load_sr(source, *, device: str | torch.device = "cpu", runtime: str = "auto"
             noise-free models take none), ``scale`` (override the inferred scale of a
             RRDBNet checkpoint), ``key`` (checkpoint entry, e.g. ``"params"``), ``pre_pad`` and
             ``pad_mode`` (override the architecture's defaults), ``channels_last`` (bool, default
-            False: NHWC memory format for the torch module, faster on CPU).
+            False: NHWC memory format for the torch module, faster on CPU), ``trust`` (bool,
+            default False: unpickle a checkpoint holding objects beyond tensors; only for files
+            you trust, see :func:`desra_fast.models.checkpoint.read_weights`).
 
     Returns:
         :class:`SRModel`; ``.info`` holds ``arch``, ``scale``, ``pre_pad``, ``pad_mode``, the

@@ -4,14 +4,20 @@
 convolution), taking the 18/19-channel stack RGB + blur-kernel PCA code (+ noise level).
 :class:`SRMDRGB` wraps it so it takes plain RGB, as ``srmd-ncnn-vulkan`` does: it appends the 15
 constant channels of the degradation code and (for the noise-aware models) the constant
-``noise_level / 255`` channel inside ``forward``.
+``noise_level / 255`` channel inside ``forward``. Registered as the ``"sr"`` architecture ``SRMD``
+(:mod:`.registry`; :func:`infer_srmd` reads the hyper-parameters from the shapes).
 """
 from __future__ import annotations
+
+import re
 
 import torch
 from torch import nn
 
-__all__ = ["SRMD", "SRMDRGB", "SRMD_DEGRADATION_VECTOR"]
+from .checkpoint import CheckpointError, load_strict
+from .registry import Architecture, register
+
+__all__ = ["SRMD", "SRMDRGB", "SRMD_DEGRADATION_VECTOR", "infer_srmd"]
 
 # PCA code of the blur kernel srmd-ncnn-vulkan feeds every model (src/srmd_preproc.comp).
 SRMD_DEGRADATION_VECTOR = (
@@ -94,3 +100,37 @@ class SRMDRGB(nn.Module):
             raise ValueError(f"SRMDRGB: expected {self.net.out_nc}-channel input, got shape {tuple(x.shape)}")
         code = self.code.to(dtype=x.dtype, device=x.device).expand(n, -1, h, w)
         return self.net(torch.cat((x, code), 1))
+
+
+def infer_srmd(sd: dict[str, torch.Tensor]) -> dict | None:
+    """SRMD (KAIR layout ``model.{2i}.weight``) hyper-parameters from shapes, or None."""
+    idx = sorted(int(m.group(1)) for k in sd for m in [re.fullmatch(r"model\.(\d+)\.weight", k)] if m)
+    if len(idx) < 2 or idx != list(range(0, 2 * len(idx), 2)) or len(sd) != 2 * len(idx):
+        return None
+    ws = [sd[f"model.{i}.weight"] for i in idx]
+    if any(w.ndim != 4 or tuple(w.shape[2:]) != (3, 3) for w in ws):
+        return None
+    in_nc, nc, last = int(ws[0].shape[1]), int(ws[0].shape[0]), int(ws[-1].shape[0])
+    for s in (4, 3, 2, 1):
+        if last % (s * s) == 0 and in_nc - last // (s * s) in (15, 16):
+            return dict(in_nc=in_nc, out_nc=last // (s * s), nc=nc, num_conv=len(ws), scale=s)
+    return None
+
+
+def _load(sd, what: str, *, scale: int | None = None, noise_level=None):
+    """:class:`SRMDRGB` around the SRMD network of ``sd`` (strict); noise-aware models get
+    ``noise_level`` 10 unless given."""
+    hp = infer_srmd(sd)
+    if hp is None:  # pragma: no cover - _detect accepted it
+        raise CheckpointError(f"{what}: not an SRMD state dict")
+    if scale is not None and scale != hp["scale"]:
+        raise CheckpointError(f"{what}: scale={scale} given, the SRMD weights are x{hp['scale']}")
+    net = SRMD(**hp)
+    load_strict(net, sd, f"{what} (SRMD {hp})")
+    if noise_level is None:
+        noise_level = None if hp["in_nc"] - hp["out_nc"] == 15 else 10
+    module = SRMDRGB(net, noise_level=noise_level)
+    return module, dict(arch="SRMD", noise_level=module.noise_level, **hp)
+
+
+register(Architecture("SRMD", "sr", lambda sd: infer_srmd(sd) is not None, _load, priority=5))
