@@ -304,7 +304,7 @@ def test_only_list_errors_and_bad_arguments(lr_folder, tiny_models, tmp_path, ca
 
 
 def test_large_images_are_tiled(tiny_models, tmp_path, monkeypatch):
-    import desra_fast.pipeline.job as job
+    import desra_fast.jobs.run as job
 
     root = tmp_path / "lr"
     make_lr_folder(root, n=1, bad=False, formats=False)

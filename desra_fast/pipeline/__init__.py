@@ -19,7 +19,7 @@ import sys
 from typing import Optional, Sequence
 
 from ..jobs import JobResult, RunOptions, run_job
-from .job import (AUTO_TILE, AUTO_TILE_MAX_PIXELS, GAN_DIR, MASK_DIR, MSE_DIR, OVERLAY_DIR, SEG_DIR,
+from ..jobs.run import (AUTO_TILE, AUTO_TILE_MAX_PIXELS, GAN_DIR, MASK_DIR, MSE_DIR, OVERLAY_DIR, SEG_DIR,
                   PipelineConfig, PipelineJob)
 
 ENGINES = ("local", "ray")
@@ -39,7 +39,7 @@ def run(lr_dir: str, gan_model: str, mse_model: str, out: str, *, seg_model: Opt
             8/16-bit, grey and CMYK JPEGs converted to RGB, alpha dropped).
         gan_model, mse_model, seg_model: model files for :func:`desra_fast.models.load_sr`
             (``.pth``/``.safetensors``/ncnn ``.param``...) and ``load_segmenter``.
-        out: output folder (layout in :mod:`desra_fast.pipeline.job`).
+        out: output folder (layout in :mod:`desra_fast.jobs.run`).
         engine: ``"local"`` (threads in this process) or ``"ray"`` (Ray Data; ``ray_address``
             of an existing cluster, else a local instance; ``ray_actors`` model actors).
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; runtime: passed to the loaders.

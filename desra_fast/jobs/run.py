@@ -18,9 +18,10 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from .. import imageio
-from ..jobs import FolderJob, Item, JobError
-from ..jobs.detect import encode_mask_outputs, mask_stats
-from ..jobs.sources import file_fingerprint, resolve_model
+from .detect import encode_mask_outputs, mask_stats
+from .engine import FolderJob, Item
+from .sources import file_fingerprint, resolve_model
+from .store import JobError
 
 MASK_DIR, GAN_DIR, MSE_DIR, SEG_DIR, OVERLAY_DIR = "masks", "gan", "mse", "seg", "overlays"
 SR_FORMATS = ("none", "png", "jpg", "webp")
@@ -194,7 +195,7 @@ class PipelineJob(FolderJob):
         except JobError:
             raise
         except Exception as exc:  # any loader failure: one clear job-level error
-            from ..jobs import describe
+            from .engine import describe
 
             raise JobError(f"cannot load the models: {describe(exc)}") from exc
         if gan.scale != mse.scale:
