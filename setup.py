@@ -54,7 +54,7 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["desra_fast", "desra_fast.*"]) + ["desra_fast.kernels"],
     package_dir={"desra_fast.kernels": "kernels"},
-    package_data={"desra_fast": ["data/*.tsv"]},
+    package_data={"desra_fast": ["data/*.tsv"], "desra_fast.report": ["templates/*"]},
     ext_modules=[CMakeExtension("desra_fast._C", ROOT)],
     cmdclass={"build_ext": CMakeBuild},
     install_requires=["numpy>=1.23", "opencv-python-headless>=4.8", "tqdm>=4.60", "pillow>=9"],
