@@ -77,13 +77,17 @@ def worker(argv) -> int:
     p.add_argument("--batch", type=int, default=BATCH)
     p.add_argument("--perceptual", action="store_true")
     p.add_argument("--gan-weight", type=float, default=0.1)
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--netd-warmup", type=int)
+    p.add_argument("--gan-outside", type=float, default=1.0)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     d = Path(a.data)
     data = FinetuneData(pair_folders(d / "lr", d / "gan", d / "mse", d / "mask"), 4, patch=PATCH, seed=3)
     cfg = FinetuneConfig(iters=a.iters, ckpt_every=CKPT_EVERY, batch=a.batch, patch=PATCH, ema_decay=0.999,
                          perceptual_weight=1.0 if a.perceptual else 0.0, gan_weight=a.gan_weight,
-                         keep_checkpoints=3)
+                         keep_checkpoints=3, precision=a.precision, netd_warmup=a.netd_warmup,
+                         gan_outside=a.gan_outside)
 
     def hooks(event, it):
         if (event == "checkpoint" and it == a.kill_after_checkpoint) or (
