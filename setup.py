@@ -74,6 +74,8 @@ setup(
         # together with onnxruntime: both ship the same module) and TensorRT.
         "onnx": ["onnx>=1.16,<2", "onnxscript>=0.3", "onnxruntime>=1.18,<2"],
         "gpu": ["onnx>=1.16,<2", "onnxscript>=0.3", "onnxruntime-gpu>=1.18,<2", "tensorrt>=10.0"],
+        # OpenVINO on CPU: the fastest exact CPU runtime (runtime="openvino", auto's CPU choice).
+        "openvino": ["openvino>=2025.0"],
         # desra-fast run --engine ray (Ray Data actors on one machine or a cluster).
         "ray": ["ray[data]>=2.40,<3"],
         "test": [
