@@ -10,6 +10,8 @@ Formats (by suffix, or a folder):
   the same keyword everywhere; a trusted unpickling is logged as a warning, never silent.
 - ``.safetensors``: a flat dict of tensors (no code by construction).
 - a Hugging Face folder (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``).
+- ``.onnx``: the model description :func:`desra_fast.export.to_onnx` stores in the metadata
+  (:func:`read_onnx_metadata`; the graph itself is run by :mod:`desra_fast.runtime`).
 - formats registered by their own module with :func:`register_reader`: ncnn ``.param`` +
   ``.bin`` (:mod:`.ncnn`).
 
@@ -35,7 +37,7 @@ from torch import nn
 from ..utils import file_sha256
 
 __all__ = ["CheckpointError", "UnsafeCheckpointError", "WeightFile", "read_weights", "read_state_dict",
-           "register_reader", "read_config_json", "load_strict", "TORCH_SUFFIXES", "HF_WEIGHT_FILES"]
+           "register_reader", "read_config_json", "read_onnx_metadata", "ONNX_META_KEY", "load_strict", "TORCH_SUFFIXES", "HF_WEIGHT_FILES"]
 
 log = logging.getLogger(__name__)
 
@@ -291,3 +293,74 @@ def load_strict(module: nn.Module, sd: dict[str, torch.Tensor], what: str) -> No
     if bad:
         raise CheckpointError(f"{what}: non-finite (NaN/inf) weights in: {', '.join(bad[:8])}")
     module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, strict=True)
+
+
+#: Metadata key holding the JSON model description written by :func:`desra_fast.export.to_onnx`.
+ONNX_META_KEY = "desra_fast.model"
+
+
+def read_onnx_metadata(path) -> Dict[str, Any]:
+    """The model description :func:`desra_fast.export.to_onnx` stored in an ``.onnx`` file.
+
+    Returns:
+        The dict with ``kind`` (``"sr"`` or ``"segmenter"``), ``info`` (the model's ``.info``),
+        ``precision``, ``input_name``, ``output_name``, ``desra_fast_version``...
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError (a ValueError): not a readable ONNX file (truncated, corrupt) or not
+            written by ``to_onnx``.
+        ImportError: neither the ``onnx`` nor the ``onnxruntime`` package is installed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such ONNX file")
+    return read_weights(path).content
+
+
+def _read_onnx(path: Path):
+    import json
+
+    props = _onnx_props(path)
+    if ONNX_META_KEY not in props:
+        raise CheckpointError(
+            f"{path}: this ONNX file was not exported by desra_fast.export.to_onnx (no "
+            f"{ONNX_META_KEY!r} metadata), so how to pre-process its inputs is unknown; export the "
+            f"source model with desra_fast.export.to_onnx / `desra-fast export`")
+    try:
+        meta = json.loads(props[ONNX_META_KEY])
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: corrupt {ONNX_META_KEY!r} metadata ({e})") from None
+    if not isinstance(meta, dict) or "kind" not in meta or "info" not in meta:
+        raise CheckpointError(f"{path}: {ONNX_META_KEY!r} metadata lacks 'kind' / 'info'")
+    return meta, (path,)
+
+
+def _onnx_props(path: Path) -> Dict[str, str]:
+    """The metadata props of an ONNX file (via ``onnx`` if installed, else ONNX Runtime)."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is not None:
+        import onnx
+        from google.protobuf.message import DecodeError
+
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except (DecodeError, ValueError, RuntimeError, OSError) as e:
+            raise CheckpointError(f"{path}: not a readable ONNX file (truncated or corrupt?): {e}") from None
+        if not model.graph.node:
+            raise CheckpointError(f"{path}: not a readable ONNX file (empty graph: truncated or corrupt?)")
+        return {p.key: p.value for p in model.metadata_props}
+    if importlib.util.find_spec("onnxruntime") is not None:
+        import onnxruntime as ort
+
+        try:
+            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types (InvalidProtobuf, Fail...)
+            raise CheckpointError(f"{path}: ONNX Runtime cannot load this file (truncated or corrupt, or not an "
+                                  f"ONNX model?): {str(e).strip().splitlines()[0] if str(e).strip() else e!r}") from None
+        return dict(sess.get_modelmeta().custom_metadata_map)
+    raise ImportError("reading an .onnx file needs the onnx or onnxruntime package: pip install 'desra_fast[onnx]'")
+
+
+register_reader((".onnx",), "onnx", _read_onnx)

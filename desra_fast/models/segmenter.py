@@ -260,11 +260,12 @@ def load_segmenter(source: Union[str, os.PathLike], *, device="cpu", scale: Opti
         UnsafeCheckpointError (a CheckpointError): pickled objects without ``trust=True``.
     """
     # --- runtimes (desra_fast.runtime): .onnx / .engine files, runtime="onnxruntime"|"tensorrt" ---
-    from ..runtime import RUNTIMES, prepare_model, source_kind
+    from .runtimes import support
 
-    if runtime not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
-    if source_kind(source) != "torch":
+    rt_support = support()
+    if runtime not in rt_support.runtimes:
+        raise ValueError(f"runtime must be one of {rt_support.runtimes}, got {runtime!r}")
+    if rt_support.source_kind(source) != "torch":
         return _load_exported(source, device=device, scale=scale, runtime=runtime, preprocess=preprocess,
                               num_classes=num_classes, batch_size=batch_size)
     # --- end runtimes ---
@@ -286,7 +287,7 @@ def load_segmenter(source: Union[str, os.PathLike], *, device="cpu", scale: Opti
     model = model.to(device)
     seg = Segmenter(model, info=info, device=device, scale=scale, preprocess=preprocess, batch_size=batch_size)
     # --- runtimes: a non-torch runtime runs the (cached) export of this model ---
-    rt, _, runner = prepare_model(source, kind="segmenter", runtime=runtime, device=device, load_torch=lambda: seg)
+    rt, _, runner = rt_support.prepare_model(source, kind="segmenter", runtime=runtime, device=device, load_torch=lambda: seg)
     seg.runner = runner
     seg.info["runtime"] = rt
     return seg
@@ -295,9 +296,9 @@ def load_segmenter(source: Union[str, os.PathLike], *, device="cpu", scale: Opti
 def _load_exported(source, *, device, scale, runtime, preprocess, num_classes, batch_size) -> Segmenter:
     """A Segmenter running an exported ``.onnx`` / ``.engine`` (desra_fast.runtime). The file's
     preprocessing (resize scale, mmseg/hf, mean/std) is used unless other values are passed."""
-    from ..runtime import prepare_model
+    from .runtimes import support
 
-    rt, info, runner = prepare_model(source, kind="segmenter", runtime=runtime, device=device)
+    rt, info, runner = support().prepare_model(source, kind="segmenter", runtime=runtime, device=device)
     info = dict(info)
     if num_classes is not None and int(info.get("num_classes", NUM_CLASSES)) != num_classes:
         raise CheckpointError(f"{source}: the exported segmenter has {info.get('num_classes')} classes, expected "

@@ -421,9 +421,9 @@ def _runner_for(runtime: str, module: nn.Module, info: dict, device: torch.devic
     # --- runtimes (desra_fast.runtime): onnxruntime / tensorrt / auto for a torch checkpoint ---
     if runtime == "torch":
         return None
-    from ..runtime import prepare_model
+    from .runtimes import support
 
-    _, _, runner = prepare_model(module, kind="sr", runtime=runtime, device=device,
+    _, _, runner = support().prepare_model(module, kind="sr", runtime=runtime, device=device,
                                  load_torch=lambda: SRModel(module, info, device=device),
                                  precision=options.get("precision"))
     return runner
@@ -432,14 +432,14 @@ def _runner_for(runtime: str, module: nn.Module, info: dict, device: torch.devic
 
 def _load_exported(source, device: torch.device, runtime: str, options: dict) -> SRModel:
     """An SRModel running an exported ``.onnx`` / TensorRT ``.engine`` file (see desra_fast.runtime)."""
-    from ..runtime import prepare_model
+    from .runtimes import support
 
     fixed = set(options) - {"pre_pad", "pad_mode", "precision"}
     if fixed:
         raise ValueError(f"load_sr: {sorted(fixed)} cannot change an exported model (fixed in {Path(source).name}); "
                          f"export the source model again with them")
-    rt, info, runner = prepare_model(source, kind="sr", runtime=runtime, device=device,
-                                     precision=options.get("precision"))
+    rt, info, runner = support().prepare_model(source, kind="sr", runtime=runtime, device=device,
+                                               precision=options.get("precision"))
     info = dict(info)
     for k in ("pre_pad", "pad_mode"):
         if options.get(k) is not None:
@@ -491,9 +491,9 @@ def load_sr(source, *, device: str | torch.device = "cpu", runtime: str = "auto"
         raise ValueError(f"load_sr: unknown option(s) {sorted(unknown)}; known: {sorted(_OPTIONS)}")
     if runtime not in RUNTIMES:
         raise ValueError(f"load_sr: unknown runtime {runtime!r}; available: {', '.join(RUNTIMES)}")
-    from ..runtime import source_kind
+    from .runtimes import support
 
-    if source_kind(source) != "torch":      # an exported .onnx / .engine file
+    if support().source_kind(source) != "torch":      # an exported .onnx / .engine file
         return _load_exported(source, _device(device), runtime, options)
     module, info = _read_source(source, options)
     for k in ("pre_pad", "pad_mode"):

@@ -24,10 +24,14 @@ the reason; nothing falls back silently.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple, Union
+
+# The ONNX metadata is read by the package's one weight reader; the runtime modules take the
+# shared error and device helper from .base (importing them from here would be a cycle).
+from ..models.checkpoint import ONNX_META_KEY, read_onnx_metadata
+from .base import RuntimeUnavailableError, as_device
 
 __all__ = [
     "RUNTIMES", "RuntimeUnavailableError", "runtime_status", "resolve_runtime", "make_runner",
@@ -37,17 +41,9 @@ __all__ = [
 RUNTIMES = ("auto", "torch", "onnxruntime", "tensorrt")
 
 #: Metadata key holding the JSON model description written by :func:`desra_fast.export.to_onnx`.
-META_KEY = "desra_fast.model"
+META_KEY = ONNX_META_KEY
 
-
-class RuntimeUnavailableError(RuntimeError):
-    """A runtime was requested explicitly but cannot run here (the message says why)."""
-
-
-def _device(device) -> "torch.device":
-    import torch
-
-    return device if isinstance(device, torch.device) else torch.device(device)
+_device = as_device
 
 
 def _installed(module: str) -> bool:
@@ -118,57 +114,6 @@ def resolve_runtime(runtime: str, device="cpu", *, source: str = "torch") -> str
     if not ok:
         raise RuntimeUnavailableError(f"runtime={runtime!r} cannot run on {dev}: {why}")
     return runtime
-
-
-def read_onnx_metadata(path: Union[str, os.PathLike]) -> Dict[str, Any]:
-    """The model description :func:`desra_fast.export.to_onnx` stored in an ``.onnx`` file.
-
-    Returns:
-        The dict with ``kind`` (``"sr"`` or ``"segmenter"``), ``info`` (the model's ``.info``),
-        ``precision``, ``input_name``, ``output_name``, ``desra_fast_version``...
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: not a readable ONNX file (truncated, corrupt) or not written by ``to_onnx``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such ONNX file")
-    props = _onnx_props(path)
-    if META_KEY not in props:
-        raise ValueError(
-            f"{path}: this ONNX file was not exported by desra_fast.export.to_onnx (no "
-            f"{META_KEY!r} metadata), so how to pre-process its inputs is unknown; export the "
-            f"source model with desra_fast.export.to_onnx / `desra-fast export`")
-    try:
-        meta = json.loads(props[META_KEY])
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: corrupt {META_KEY!r} metadata ({e})") from None
-    if not isinstance(meta, dict) or "kind" not in meta or "info" not in meta:
-        raise ValueError(f"{path}: {META_KEY!r} metadata lacks 'kind' / 'info'")
-    return meta
-
-
-def _onnx_props(path: Path) -> Dict[str, str]:
-    """The metadata props of an ONNX file (via ``onnx`` if installed, else ONNX Runtime)."""
-    if _installed("onnx"):
-        import onnx
-        from google.protobuf.message import DecodeError
-
-        try:
-            model = onnx.load(str(path), load_external_data=False)
-        except (DecodeError, ValueError, RuntimeError, OSError) as e:
-            raise ValueError(f"{path}: not a readable ONNX file (truncated or corrupt?): {e}") from None
-        if not model.graph.node:
-            raise ValueError(f"{path}: not a readable ONNX file (empty graph: truncated or corrupt?)")
-        return {p.key: p.value for p in model.metadata_props}
-    if _installed("onnxruntime"):
-        from .onnxruntime import _session
-
-        sess = _session(path, "cpu", threads=1)
-        return dict(sess.get_modelmeta().custom_metadata_map)
-    raise RuntimeUnavailableError("reading an .onnx file needs the onnx or onnxruntime package: "
-                                  "pip install 'desra_fast[onnx]'")
 
 
 def make_runner(onnx_path, runtime: str, device="cpu", *, meta: Optional[dict] = None,
@@ -257,3 +202,9 @@ def _check_kind(source, meta: dict, kind: str) -> None:
         want = {"sr": "a super-resolution model (load_sr)", "segmenter": "a segmenter (load_segmenter)"}
         raise ValueError(f"{source}: this file holds {want.get(meta.get('kind'), repr(meta.get('kind')))}, "
                          f"not {want.get(kind, kind)}")
+
+
+# The model loaders (one layer below) reach the runtimes through this registration.
+from ..models import runtimes as _loader_support  # noqa: E402
+
+_loader_support.register(RUNTIMES, source_kind, prepare_model)

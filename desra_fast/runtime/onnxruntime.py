@@ -122,7 +122,8 @@ class OnnxRuntimeRunner:
                  output_shape: Optional[Callable[[tuple], tuple]] = None):
         import torch
 
-        from . import RuntimeUnavailableError, _device
+        from .base import RuntimeUnavailableError
+        from .base import as_device as _device
 
         self.path = Path(path)
         self.device = _device(device)

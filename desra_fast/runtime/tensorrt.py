@@ -124,7 +124,9 @@ def build_engine(onnx_path, engine_path, *, precision: str = "fp32", min_shape=N
         RuntimeUnavailableError: no GPU / no tensorrt; ValueError: a precision this TensorRT
         cannot build from this graph, a bad profile, a graph the parser rejects (its errors listed).
     """
-    from . import RuntimeUnavailableError, _device, read_onnx_metadata
+    from ..models.checkpoint import read_onnx_metadata
+    from .base import RuntimeUnavailableError
+    from .base import as_device as _device
 
     dev = _device(device)
     ok, why = trt_status(dev)
@@ -233,7 +235,9 @@ def engine_for(onnx_path, *, device="cuda", precision: Optional[str] = None, met
         Others as :func:`build_engine`.
     """
     from ..utils import cache_dir, file_sha256
-    from . import RuntimeUnavailableError, _device, read_onnx_metadata
+    from ..models.checkpoint import read_onnx_metadata
+    from .base import RuntimeUnavailableError
+    from .base import as_device as _device
 
     dev = _device(device)
     ok, why = trt_status(dev)
@@ -278,7 +282,8 @@ class TensorRTRunner:
     def __init__(self, engine_path, *, device=None, fallback_onnx=None):
         import torch
 
-        from . import RuntimeUnavailableError, _device
+        from .base import RuntimeUnavailableError
+        from .base import as_device as _device
 
         dev = _device(device if device is not None else "cuda")
         ok, why = trt_status(dev)
@@ -375,7 +380,7 @@ class TensorRTRunner:
                     raise FloatingPointError(
                         f"{self.path}: the {self.precision} engine produced NaN/inf and no fp32 ONNX is "
                         f"available to recompute it (the source {src!r} is gone); rebuild the engine")
-                from . import read_onnx_metadata
+                from ..models.checkpoint import read_onnx_metadata
 
                 meta = read_onnx_metadata(src)
                 if meta.get("precision", "fp32") != "fp32":

@@ -26,6 +26,7 @@ import torch
 
 from ..imageio import TMP_SUFFIX, remove_stale_tmp_files, write_bytes_atomic
 from ..models.checkpoint import CheckpointError as ModelCheckpointError
+from ..models.checkpoint import read_weights
 
 FORMAT = "desra_fast.finetune/1"
 _NAME = re.compile(r"^iter_(\d{8})\.pth$")
@@ -83,7 +84,7 @@ def fsync_dir(folder: os.PathLike) -> None:
 def load_checkpoint(path: os.PathLike) -> Dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`; CheckpointError when unusable."""
     try:
-        state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+        state = read_weights(path).content  # the package's one reader: weights only, no code run
     except Exception as exc:  # truncated zip, foreign pickle, bit rot
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''})") from None

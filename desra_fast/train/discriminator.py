@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
+from ..models.registry import Architecture, load_architecture, register
+
 
 class UNetDiscriminatorSN(nn.Module):
     """U-Net discriminator: three stride-2 downsamplings, three bilinear x2 upsamplings with skip
@@ -81,19 +83,28 @@ def load_discriminator(path: Optional[os.PathLike] = None, *, num_feat: int = 64
             return UNetDiscriminatorSN(3, num_feat)
         finally:
             torch.random.set_rng_state(g)
-    from .checkpoint import CheckpointError, load_state_file
+    from .checkpoint import load_state_file
 
-    sd = load_state_file(path)
-    w = sd.get("conv0.weight")
-    if w is None or w.dim() != 4:
-        raise CheckpointError(f"{path}: not a UNetDiscriminatorSN state dict (no conv0.weight)")
+    return load_architecture(load_state_file(path), "discriminator", str(path))[0]
+
+
+def _load(sd, what: str):
+    """The registry's loader: the discriminator of ``sd`` (strict), channels from ``conv0``."""
+    from .checkpoint import CheckpointError
+
+    w = sd["conv0.weight"]
+    if w.dim() != 4:
+        raise CheckpointError(f"{what}: not a UNetDiscriminatorSN state dict (conv0.weight is not 4-D)")
     net = UNetDiscriminatorSN(int(w.shape[1]), int(w.shape[0]))
     try:
         net.load_state_dict(sd, strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"{path}: does not fit UNetDiscriminatorSN "
+        raise CheckpointError(f"{what}: does not fit UNetDiscriminatorSN "
                               f"({str(exc).splitlines()[0]}; {str(exc).splitlines()[1:2]})") from None
-    return net
+    return net, dict(arch="UNetDiscriminatorSN", num_in_ch=net.conv0.in_channels, num_feat=net.conv0.out_channels)
 
+
+# Recognised by its first convolution's name (the ``--netd`` files of Real-ESRGAN's recipe).
+register(Architecture("UNetDiscriminatorSN", "discriminator", lambda sd: "conv0.weight" in sd, _load))
 
 __all__ = ["UNetDiscriminatorSN", "load_discriminator"]

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.registry import Architecture, load_architecture, register
 from ..utils import cache_dir
 
 #: Convolutions per block of VGG19.
@@ -212,13 +213,25 @@ def load_vgg19(path: Optional[os.PathLike] = None, *, allow_random: bool = False
         sd = load_state_file(path)
         sd = {k: v for k, v in sd.items() if not k.startswith("classifier.")}
         convention = "torchvision"
+
+    return load_architecture(sd, "vgg", str(path), convention=convention)[0].to(device)
+
+
+def _load(sd, what: str, *, convention: str = "torchvision"):
+    """The registry's loader: frozen VGG19 features holding ``sd`` (torchvision keys, strict)."""
+    from ..models.checkpoint import CheckpointError
+
     net = VGG19Features(convention, pretrained=True)
     try:
         net.load_state_dict(sd, strict=True)
     except RuntimeError as exc:
-        raise ValueError(f"{path}: not a VGG19 state dict with torchvision keys features.N.weight/bias "
-                         f"({str(exc).splitlines()[0]})") from None
-    return net.to(device)
+        raise CheckpointError(f"{what}: not a VGG19 state dict with torchvision keys features.N.weight/bias "
+                              f"({str(exc).splitlines()[0]})") from None
+    return net, dict(arch="VGG19", convention=convention)
+
+
+# Recognised by torchvision's key names (the Keras file is converted to them first).
+register(Architecture("VGG19", "vgg", lambda sd: "features.0.weight" in sd, _load))
 
 
 def find_vgg19() -> Optional[Path]:
