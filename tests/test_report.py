@@ -240,6 +240,7 @@ def test_eval_report(tmp_path, capsys):
     data = page_data(index)
     rep = json.loads((ev / "report.json").read_text("utf-8"))
     assert data["pooled"] == {k: v for k, v in rep.items() if k not in ("per_image", "errors")}
+    assert data["pooled_fields"] == [k for k in rep if k not in ("per_image", "errors")]
     assert {it["key"]: it["figures"] for it in data["images"]} == rep["per_image"]
     for it in data["images"]:
         assert it["missing"] == [] and sorted(it["pics"]) == ["after", "before", "mse"]

@@ -20,17 +20,10 @@ from pathlib import Path
 from typing import Optional
 
 from .. import imageio
+from ..jobs.evaluate_finetune import REPORT, SR_DIRS
 from .site import (MAX_SIDE, ReportError, atomic_site, find_file, outlined, render_page, save_picture,
                    write_text)
 
-# Figures of the contract, in table order.
-POOLED_FIELDS = ["images", "after_key", "area_before", "area_after", "area_change", "regions_before",
-                 "removed_regions", "removal_rate", "images_with_new_regions", "addition_rate",
-                 "psnr_after_vs_before_outside", "texture_kept", "psnr_gan_vs_mse_outside_before",
-                 "psnr_gan_vs_mse_outside_after"]
-IMAGE_FIELDS = ["area_before", "area_after", "regions_before", "regions_removed", "new_regions",
-                "psnr_after_vs_before_outside", "texture_kept", "psnr_gan_vs_mse_outside_before",
-                "psnr_gan_vs_mse_outside_after"]
 BEFORE_RGB = (0, 220, 255)   # regions before the fine-tune, where drawn on the after picture
 
 
@@ -44,7 +37,7 @@ class EvalReportResult:
 
 
 def _load(eval_dir: Path) -> dict:
-    path = eval_dir / "report.json"
+    path = eval_dir / REPORT
     if not path.is_file():
         raise ReportError(f"{path}: no report.json (is --eval the --out folder of desra-fast evaluate-finetune?)")
     try:
@@ -80,7 +73,7 @@ def _image(eval_dir: Path, site: Path, n: int, key: str) -> dict:
     ma = _read(find_file(eval_dir / "after", key, (".png",)), imageio.read_mask, "mask after", missing)
     pics = {}
     for name in ("before", "after", "mse"):
-        img = _read(find_file(eval_dir / "sr" / name, key), imageio.read_rgb, f"SR {name}", missing)
+        img = _read(find_file(eval_dir / SR_DIRS[name], key), imageio.read_rgb, f"SR {name}", missing)
         if img is not None:
             for m in (mb, ma):
                 if m is not None and m.shape != img.shape[:2]:
@@ -114,13 +107,17 @@ def build_eval_report(eval_dir: os.PathLike, out: Optional[os.PathLike] = None) 
     eval_dir = Path(eval_dir)
     rep = _load(eval_dir)
     out = Path(out) if out is not None else eval_dir / "report"
+    # Every figure report.json holds, in its order (pooled: the top-level scalars; per image: the
+    # union of the images' fields), so figures added to the evaluation (IoU with --gt) show too.
+    pooled = {k: v for k, v in rep.items() if k not in ("per_image", "errors") and not isinstance(v, (dict, list))}
+    fields = list(dict.fromkeys(f for fig in rep.get("per_image", {}).values() for f in fig))
     with atomic_site(out) as site:
         images = []
         for n, (key, fig) in enumerate(sorted(rep.get("per_image", {}).items())):
             item = _image(eval_dir, site, n + 1, key)
-            images.append(dict(item, key=key, figures={f: fig.get(f) for f in IMAGE_FIELDS}))
-        data = {"kind": "eval", "eval": str(eval_dir), "pooled": {f: rep.get(f) for f in POOLED_FIELDS},
-                "image_fields": IMAGE_FIELDS, "pooled_fields": POOLED_FIELDS, "images": images,
+            images.append(dict(item, key=key, figures={f: fig.get(f) for f in fields}))
+        data = {"kind": "eval", "eval": str(eval_dir), "pooled": pooled,
+                "image_fields": fields, "pooled_fields": list(pooled), "images": images,
                 "errors": sorted([str(k), str(v)] for k, v in (rep.get("errors") or {}).items()),
                 "generated": time.strftime("%Y-%m-%d %H:%M:%S")}
         write_text(site / "index.html", render_page(f"DeSRA fine-tune evaluation: {eval_dir.name}", "eval.js", data))

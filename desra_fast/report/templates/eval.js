@@ -26,10 +26,10 @@ app.append(el("table", {id: "pooled-table"}, el("tbody", {}, DATA.pooled_fields.
   el("tr", {}, el("th", {cls: "text", text: f}), cell(f, P[f]))))));
 
 const F = DATA.image_fields;
-app.append(el("h2", {text: "Per image"}), el("table", {id: "image-table"},
+app.append(el("h2", {text: "Per image"}), el("div", {cls: "scroll"}, el("table", {id: "image-table"},
   el("thead", {}, el("tr", {}, el("th", {cls: "text", text: "image"}), F.map((f) => el("th", {text: f.replace(/_/g, " ")})))),
   el("tbody", {}, DATA.images.map((it, i) => el("tr", {"data-key": it.key},
-    el("td", {cls: "text"}, el("a", {href: "#im-" + (i + 1), text: it.key})), F.map((f) => cell(f, it.figures[f])))))));
+    el("td", {cls: "text"}, el("a", {href: "#im-" + (i + 1), text: it.key})), F.map((f) => cell(f, it.figures[f]))))))));
 if (DATA.errors.length) {
   app.append(el("h2", {text: "Errors"}), el("ul", {id: "errors"}, DATA.errors.map(([k, msg]) => el("li", {cls: "warn", text: k + ": " + msg}))));
 }
