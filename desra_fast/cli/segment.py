@@ -1,7 +1,6 @@
 """``desra-fast segment``: a resumable ADE20K segmentation job over a folder of images."""
 from __future__ import annotations
 
-import os
 import sys
 
 from ._args import positive_int
@@ -30,81 +29,26 @@ def add_arguments(parser) -> None:
     parser.add_argument("--trust", action="store_true",
                         help="allow a checkpoint whose metadata holds pickled objects (runs unpickling code: "
                         "only for files you trust)")
+    parser.add_argument("--runtime", choices=("auto", "torch", "onnxruntime", "tensorrt", "openvino"), default="auto",
+                        help="auto (default): OpenVINO for an exported .xml/.onnx on CPU, TensorRT on CUDA when "
+                        "installed, else torch (see docs/runtimes.md)")
     parser.add_argument("--batch-size", type=positive_int, default=1,
                         help="same-size images per network call (default 1)")
     add_job_arguments(parser)
 
 
-def make_job(in_dir: str, out_dir: str, segmenter, batch_size: int = 1):
-    """The :class:`~desra_fast.jobs.FolderJob` of ``desra-fast segment`` (a Segmenter already loaded)."""
-    from .. import imageio
-    from ..jobs import FolderJob, Item, JobError
-    from ..models.segmenter import label_png_bytes
-
-    class SegmentJob(FolderJob):
-        name, noun = "segment", "image"
-        max_batch = batch_size
-
-        def validate(self):
-            if not os.path.isdir(in_dir):
-                raise JobError(f"-i {in_dir}: not a directory")
-
-        def settings(self):
-            i = segmenter.info
-            return {"model_sha256": i.get("source_sha256"), "scale": list(segmenter.scale or ()),
-                    "preprocess": segmenter.preprocess}
-
-        def exclude(self):
-            return (out_dir,)
-
-        def plan(self):
-            items = []
-            for key, rels in sorted(imageio.list_images(in_dir, self.exclude()).items()):
-                it = Item(key, (key + ".png",), {"input": rels[0]}, (os.path.join(in_dir, rels[0]),))
-                if len(rels) > 1:
-                    it.error = f"ambiguous name: several files for {key}: {sorted(rels)}"
-                items.append(it)
-            return items
-
-        def read(self, item):
-            return imageio.read_rgb(item.inputs[0])
-
-        def batch_key(self, item, data):
-            return data.shape, str(data.dtype)
-
-        def info(self, item, data):
-            return {"size": [int(data.shape[1]), int(data.shape[0])]}
-
-        def compute(self, items, datas):
-            import numpy as np
-
-            labels = segmenter.segment(np.stack(datas))
-            return list(labels)
-
-        def encode(self, item, data, result):
-            import numpy as np
-
-            classes = np.bincount(result.ravel(), minlength=1)
-            top = [int(c) for c in np.argsort(classes)[::-1][:5] if classes[c] > 0]
-            return [(item.outputs[0], label_png_bytes(result))], {"top_classes": top}
-
-        def summary_lines(self):
-            return [f"label maps: {out_dir}/<path>.png (palette PNG, values = ADE20K labels)"]
-
-    return SegmentJob()
-
-
 def run(args, parser) -> int:
     from ..jobs import run_job
+    from ..jobs.segment import SegmentJob
     from ..models import CheckpointError, load_segmenter
     from ._jobs import run_and_report, run_options
 
     try:
         seg = load_segmenter(args.model, device=args.device, scale=tuple(args.scale), preprocess=args.preprocess,
-                             trust=args.trust, batch_size=args.batch_size)
-    except (CheckpointError, ValueError) as exc:
+                             trust=args.trust, batch_size=args.batch_size, runtime=args.runtime)
+    except (CheckpointError, ValueError, RuntimeError) as exc:
         print(f"desra-fast segment: error: {exc}", file=sys.stderr)
         return 1
-    job = make_job(args.input, args.output, seg, args.batch_size)
+    job = SegmentJob(args.input, args.output, seg, args.batch_size)
     return run_and_report(job, lambda: run_job(job, args.output, run_options(args)),
                           f"no images (.png/.jpg/.jpeg/.webp) found in {args.input}")
