@@ -64,6 +64,8 @@ setup(
         "train": ["torch>=2.1", "h5py>=3.8", "safetensors>=0.4", "tqdm>=4.60"],
         # examples/finetune_demo.py's offline photographs (scikit-image, matplotlib, scikit-learn)
         "demo": ["scikit-image>=0.21", "matplotlib>=3.7", "scikit-learn>=1.3"],
+        # desra-fast report's browser tests (Selenium driving the system Chromium)
+        "report-test": ["selenium>=4.10"],
         # SegFormer (ADE20K) segmentation: mmseg .pth and Hugging Face checkpoints.
         "seg": ["torch>=2.1", "safetensors>=0.4"],
         # SR models (load_sr): .safetensors files; [spandrel] adds SwinIR, HAT, SPAN... checkpoints

@@ -6,6 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 $PY -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+# Headless Chromium + its WebDriver for the report's browser tests (Debian packages; skipped when
+# already present or where apt-get is not available/allowed: those tests then skip, saying why).
+if ! command -v chromedriver >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+    || echo "install.sh: could not install chromium/chromium-driver; the report's browser tests will skip" >&2
+fi
 if grep -qv '^\s*\(#\|$\)' requirements-nodeps.txt; then
   $PY -m pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 fi
