@@ -229,7 +229,9 @@ def test_masked_gan_term():
     want = torch.full((12, 12), 0.25)
     want[3:8, 4:9] = 1.0  # the 5x5 square around the masked pixel
     assert torch.equal(got, want)
-    assert _Trainer._gan_weight_map(SimpleNamespace(cfg=FinetuneConfig()), mask) is None  # the recipe
+    assert _Trainer._gan_weight_map(SimpleNamespace(cfg=FinetuneConfig(gan_outside=1.0)), mask) is None  # recipe
+    cfg = FinetuneConfig(gan_margin=0)  # default gan_outside 0: only the masked pixels themselves
+    assert torch.equal(_Trainer._gan_weight_map(SimpleNamespace(cfg=cfg), mask), mask)
 
 
 def test_netd_warmup_keeps_the_generator_and_ema_auto(data_dir, tmp_path):

@@ -52,9 +52,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--netd-warmup", type=non_negative_int, default=None, metavar="N",
                         help="discriminator-only iterations first (default: 10%% of --iters, at most 100, when "
                              "the discriminator is random; 0 with --netd)")
-    parser.add_argument("--gan-outside", type=finite_float, default=1.0, metavar="W",
+    parser.add_argument("--gan-outside", type=finite_float, default=0.0, metavar="W",
                         help="weight of the generator's GAN term farther than --gan-margin px from any detected "
-                             "region (default 1: the recipe; 0: the GAN term acts only near the artifacts)")
+                             "region (default 0: the GAN term acts only near the artifacts, so the generator "
+                             "cannot drift elsewhere; 1: Real-ESRGAN's recipe)")
     parser.add_argument("--gan-margin", type=non_negative_int, default=16, metavar="PX",
                         help="HR pixels around the masks that keep the full GAN weight (16)")
     parser.add_argument("--perceptual-norm", choices=("target", "raw"), default="target",

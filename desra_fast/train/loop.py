@@ -19,7 +19,9 @@ total batch 48, HR patch 256, EMA 0.999 at 1000 iterations) with these departure
 layer's distance relative to its mean |feature| on the training targets, instead of raw
 torchvision-scale features), ``ema_decay="auto"`` (``0.999 ** (1000 / generator steps)``: the
 share of the start weights left in the EMA is the recipe's at any run length), ``gan_outside``
-(the generator's GAN term outside the dilated masks). No USM sharpening of the target by default
+(the generator's GAN term outside the masks dilated by ``gan_margin``: 0 by default, so outside the
+artifacts the generator only sees L1 + perceptual toward its own output and cannot drift; 1 is the
+recipe). No USM sharpening of the target by default
 (``gt_usm``): the pseudo-GT is the model's own output outside the artifact regions.
 
 Checkpoints (:mod:`desra_fast.train.checkpoint`) every ``ckpt_every`` iterations and at the end
@@ -99,7 +101,7 @@ class FinetuneConfig:
     netd_warmup: Optional[int] = None
     perceptual_norm: str = "target"
     gt_usm: bool = False
-    gan_outside: float = 1.0
+    gan_outside: float = 0.0
     gan_margin: int = 16
 
     def check(self) -> None:
