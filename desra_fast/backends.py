@@ -55,3 +55,39 @@ def resolve(backend: str, pair: Pair) -> str:
         if not _native.cuda_available():
             raise RuntimeError(f"backend='cuda' is not available: {_native.cuda_status()}")
     return backend
+
+
+def host_data_device(backend: str):
+    """Where a caller holding host (numpy) images must put them so that ``backend`` runs here.
+
+    The folder jobs decode images on the host; this answers, once per job, what
+    :func:`resolve` would answer for every batch, so that a backend that cannot run fails once,
+    clearly, instead of once per image.
+
+    Returns:
+        ``None`` for ``"auto"`` and ``"cpu"`` (numpy arrays stay on the host), else a
+        ``torch.device``: ``cuda`` when torch sees a GPU, ``cpu`` for ``"triton"`` under
+        Triton's interpreter (tests).
+
+    Raises:
+        ValueError: unknown backend. RuntimeError: the backend cannot run here (the message says
+        why and what to use instead).
+    """
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if backend in ("auto", "cpu"):
+        return None
+    try:
+        import torch
+    except ImportError as exc:
+        raise RuntimeError(f"backend={backend!r} needs torch: {exc}") from exc
+    if torch.cuda.is_available():
+        device = torch.device("cuda")
+    elif backend == "triton" and triton_interpreter_enabled():
+        device = torch.device("cpu")
+    else:
+        raise RuntimeError(f"backend={backend!r} needs a CUDA device, and torch sees none; use backend='cpu'")
+    # an empty uint8 batch on that device: resolve() decides from the type and place alone
+    empty = torch.empty((0, 3, 0, 0), dtype=torch.uint8, device=device)
+    resolve(backend, Pair(gan=empty, mse=empty, scale=1.0, batched=True, is_torch=True, layout="nchw"))
+    return device

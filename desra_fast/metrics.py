@@ -267,18 +267,13 @@ class _ChangeAccumulator:
                             images_with_addition=self.added)
 
 
-def _overlay_dirs(d: str) -> List[str]:
-    """The overlay pictures of a desra-fast output folder (recognised by its manifest) are not masks."""
-    from .batch import MANIFEST, OVERLAY_DIR
-
-    return [os.path.join(d, OVERLAY_DIR)] if os.path.isfile(os.path.join(d, MANIFEST)) else []
-
-
-def _pair_folders(a_dir: str, b_dir: str) -> Tuple[List[Tuple[str, str, str]], List[str], List[str], Dict[str, str]]:
-    """Pair mask files of two folders by relative path without extension.
+def _pair_folders(a_dir: str, b_dir: str, exclude: Sequence[os.PathLike] = ()
+                  ) -> Tuple[List[Tuple[str, str, str]], List[str], List[str], Dict[str, str]]:
+    """Pair mask files of two folders by relative path without extension (folders in
+    ``exclude`` not searched).
 
     Returns ([(key, a_rel, b_rel)], keys only in a, keys only in b, {key: ambiguity error})."""
-    a, b = list_images(a_dir, _overlay_dirs(a_dir)), list_images(b_dir, _overlay_dirs(b_dir))
+    a, b = list_images(a_dir, exclude), list_images(b_dir, exclude)
     pairs, errors = [], {}
     for key in sorted(a.keys() & b.keys()):
         if len(a[key]) > 1 or len(b[key]) > 1:
@@ -288,15 +283,17 @@ def _pair_folders(a_dir: str, b_dir: str) -> Tuple[List[Tuple[str, str, str]], L
     return pairs, sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys()), errors
 
 
-def evaluate_folders(pred_dir: os.PathLike, gt_dir: os.PathLike, p: float = 0.5) -> DetectionScores:
-    """IoU / precision / recall between the masks of two folders (paired by relative path).
+def evaluate_folders(pred_dir: os.PathLike, gt_dir: os.PathLike, p: float = 0.5, *,
+                     exclude: Sequence[os.PathLike] = ()) -> DetectionScores:
+    """IoU / precision / recall between the masks of two folders (paired by relative path;
+    folders in ``exclude``, e.g. the overlay pictures of a detect output, not searched).
 
     Predictions without a GT file are skipped, as in the authors' IoU script, and listed in
     ``unmatched_pred`` (GT files without a prediction in ``unmatched_gt``). Unreadable files and
     shape mismatches are listed in ``errors`` and left out of the scores.
     """
     _check_p(p)
-    pairs, only_pred, only_gt, errors = _pair_folders(os.fspath(pred_dir), os.fspath(gt_dir))
+    pairs, only_pred, only_gt, errors = _pair_folders(os.fspath(pred_dir), os.fspath(gt_dir), exclude)
     acc = _DetectionAccumulator(p)
     for key, pred_rel, gt_rel in pairs:
         try:
@@ -311,13 +308,13 @@ def evaluate_folders(pred_dir: os.PathLike, gt_dir: os.PathLike, p: float = 0.5)
 
 
 def evaluate_change_folders(before_dir: os.PathLike, after_dir: os.PathLike, *,
-                            reference_is_gt: bool = False) -> ChangeScores:
+                            reference_is_gt: bool = False, exclude: Sequence[os.PathLike] = ()) -> ChangeScores:
     """Removal and addition rate between the masks of two folders (paired by relative path).
 
     ``before_dir`` holds the reference regions B: the detections before fine-tuning, or with
     ``reference_is_gt`` human-labelled GT masks (cropped by 5 px to the valid region, as for IoU);
-    ``after_dir`` the detections A after fine-tuning."""
-    pairs, only_b, only_a, errors = _pair_folders(os.fspath(before_dir), os.fspath(after_dir))
+    ``after_dir`` the detections A after fine-tuning. Folders in ``exclude`` are not searched."""
+    pairs, only_b, only_a, errors = _pair_folders(os.fspath(before_dir), os.fspath(after_dir), exclude)
     acc = _ChangeAccumulator()
     for key, b_rel, a_rel in pairs:
         try:

@@ -1,7 +1,7 @@
-"""The resumable folder job (desra_fast.batch) in-process, with an oracle detector.
+"""The resumable detection folder job (desra_fast.jobs.detect) in-process, with an oracle detector.
 
 The oracle detector wraps tests/oracle.py (independent float64 OpenCV/scipy pipeline) in the
-batch interface of ``desra_fast.batch.run_job(detect_fn=...)``; it never calls desra_fast code.
+batch interface of ``desra_fast.jobs.detect.run_job(detect_fn=...)``; it never calls desra_fast code.
 The helpers at the top are also used by tests/test_batch_kill.py (the real CLI, killed with SIGKILL).
 """
 from __future__ import annotations
@@ -15,7 +15,9 @@ import cv2
 import numpy as np
 import pytest
 
-from desra_fast import batch, imageio
+from desra_fast import imageio
+from desra_fast.jobs import JobError, JobResult
+from desra_fast.jobs.detect import JobConfig, find_pairs, run_job
 
 from images import synthetic_pair
 from oracle import oracle_detect
@@ -118,10 +120,10 @@ def read_manifest_lines(out: Path) -> List[dict]:
     return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
 
 
-def run(root: Path, out: Path, detect_fn=oracle_batch_detect, **kw) -> batch.JobResult:
-    cfg = batch.JobConfig(gan_dir=str(root / "gan"), mse_dir=str(root / "mse"), out_dir=str(out),
+def run(root: Path, out: Path, detect_fn=oracle_batch_detect, **kw) -> JobResult:
+    cfg = JobConfig(gan_dir=str(root / "gan"), mse_dir=str(root / "mse"), out_dir=str(out),
                           area_threshold=kw.pop("area_threshold", AREA), progress=False, **kw)
-    return batch.run_job(cfg, detect_fn=detect_fn)
+    return run_job(cfg, detect_fn=detect_fn)
 
 
 def assert_masks_equal(out: Path, expected: Dict[str, np.ndarray]) -> None:
@@ -150,7 +152,7 @@ def test_find_pairs_nested_unpaired_ambiguous(tmp_path):
             (tmp_path / kind / n).write_bytes(b"")
     (tmp_path / "gan" / ".hidden.png").write_bytes(b"")
     (tmp_path / "gan" / "notes.txt").write_bytes(b"")
-    pairs = {p.key: p for p in batch.find_pairs(str(tmp_path / "gan"), str(tmp_path / "mse"))}
+    pairs = {p.key: p for p in find_pairs(str(tmp_path / "gan"), str(tmp_path / "mse"))}
     assert sorted(pairs) == ["a/x", "a/y", "b/z", "v", "w"]
     assert pairs["a/y"].error is None and (pairs["a/y"].gan, pairs["a/y"].mse) == ("a/y.png", "a/y.webp")
     assert pairs["b/z"].mask == "b/z.png" and pairs["b/z"].overlay == "overlays/b/z.jpg"
@@ -254,7 +256,7 @@ def test_changed_settings_are_refused(tmp_path):
     make_dataset(root, n_pairs=2, seed=3, plant_bad=False)
     out = tmp_path / "out"
     run(root, out, workers=1)
-    with pytest.raises(batch.JobError, match="other settings"):
+    with pytest.raises(JobError, match="other settings"):
         run(root, out, workers=1, area_threshold=AREA + 1)
 
 
@@ -276,10 +278,10 @@ def test_detector_failure_is_isolated_per_pair(tmp_path):
 
 
 def test_bad_folders_and_workers(tmp_path):
-    with pytest.raises(batch.JobError, match="not a directory"):
-        batch.run_job(batch.JobConfig(str(tmp_path / "nope"), str(tmp_path), str(tmp_path / "o")))
-    with pytest.raises(batch.JobError, match="workers"):
-        batch.run_job(batch.JobConfig(str(tmp_path), str(tmp_path), str(tmp_path / "o"), workers=0))
+    with pytest.raises(JobError, match="not a directory"):
+        run_job(JobConfig(str(tmp_path / "nope"), str(tmp_path), str(tmp_path / "o")))
+    with pytest.raises(JobError, match="workers"):
+        run_job(JobConfig(str(tmp_path), str(tmp_path), str(tmp_path / "o"), workers=0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,10 +365,31 @@ def test_output_inside_input_folder_and_progress_bar(tmp_path):
     make_dataset(root, n_pairs=3, seed=6, plant_bad=False)
     out = root / "gan" / "masks"  # output inside the GAN folder: not taken for input on restart
     log = io.StringIO()
-    cfg = batch.JobConfig(gan_dir=str(root / "gan"), mse_dir=str(root / "mse"), out_dir=str(out),
+    cfg = JobConfig(gan_dir=str(root / "gan"), mse_dir=str(root / "mse"), out_dir=str(out),
                           area_threshold=AREA, progress=True, workers=1)
-    res = batch.run_job(cfg, detect_fn=oracle_batch_detect, log=log)
+    res = run_job(cfg, detect_fn=oracle_batch_detect, log=log)
     assert res.written == 3 and res.exit_code == 0
     assert "img/s" in log.getvalue() and "3/3" in log.getvalue()  # tqdm bar: count, rate (ETA)
     res = run(root, out, workers=1)
     assert res.pairs == 3 and res.skipped == 3 and res.exit_code == 0
+
+
+def test_backend_choice_fails_once_with_the_reason(monkeypatch):
+    # The job asks desra_fast.backends once, before any pair, whether its backend can run here.
+    import torch
+
+    from desra_fast import detect
+    from desra_fast.jobs.detect import make_detector
+
+    assert make_detector("cpu") is detect and make_detector("auto") is detect
+    with pytest.raises(JobError, match="unknown backend 'gpu'"):
+        make_detector("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    for backend in ("triton", "cuda"):
+        with pytest.raises(JobError, match=f"--backend {backend}: .*needs a CUDA device.*use backend='cpu'"):
+            make_detector(backend)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert callable(make_detector("triton"))  # the interpreter runs on CPU tensors
+    with pytest.raises(JobError, match="--backend cuda: .*needs a CUDA device"):
+        make_detector("cuda")

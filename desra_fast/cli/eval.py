@@ -34,6 +34,7 @@ def _fmt(x) -> str:
 
 def run(args, parser) -> int:
     from .. import metrics
+    from ..jobs.detect import non_mask_dirs
 
     change = args.before is not None or args.after is not None
     if change == (args.pred is not None) or (not change and args.gt is None and args.pred is None):
@@ -51,13 +52,15 @@ def run(args, parser) -> int:
         if not os.path.isdir(d):
             parser.error(f"eval: {name} {d}: not a directory")
     if change:
-        s = metrics.evaluate_change_folders(reference, args.after, reference_is_gt=args.gt is not None)
+        s = metrics.evaluate_change_folders(reference, args.after, reference_is_gt=args.gt is not None,
+                                            exclude=non_mask_dirs(reference) + non_mask_dirs(args.after))
         unmatched = [(ref_flag, s.unmatched_before), ("--after", s.unmatched_after)]
         head = s.summary()
         text = (f"removal rate {_fmt(s.removal_rate)} ({s.removed_regions} of {s.regions_before} regions)  "
                 f"addition rate {_fmt(s.addition_rate)} ({s.images_with_addition} of {s.images} images)")
     else:
-        s = metrics.evaluate_folders(args.pred, args.gt, p=args.p)
+        s = metrics.evaluate_folders(args.pred, args.gt, p=args.p,
+                                     exclude=non_mask_dirs(args.pred) + non_mask_dirs(args.gt))
         unmatched = [("--pred", s.unmatched_pred), ("--gt", s.unmatched_gt)]
         head = s.summary()
         undefined = sum(1 for v in s.per_image_iou.values() if math.isnan(v))

@@ -77,6 +77,14 @@ class Pair:
         return f"{OVERLAY_DIR}/{self.key}.jpg"
 
 
+def non_mask_dirs(folder: str) -> List[str]:
+    """The folders of a ``desra-fast detect`` output folder (recognised by its manifest) that hold
+    no masks (the overlay pictures), for readers of mask folders to skip; [] for other folders."""
+    if os.path.isfile(os.path.join(folder, MANIFEST)):
+        return [os.path.join(folder, OVERLAY_DIR)]
+    return []
+
+
 def find_pairs(gan_dir: str, mse_dir: str, seg_dir: Optional[str] = None,
                exclude: Sequence[str] = ()) -> List[Pair]:
     """Pair the images of the two folders by relative path without extension (sorted by key).
@@ -160,24 +168,15 @@ def make_detector(backend: str) -> Callable:
     Raises JobError when the backend cannot run here (so that the job fails once, clearly,
     instead of once per pair)."""
     from ..api import detect
+    from ..backends import host_data_device
 
-    if backend in ("auto", "cpu"):
-        return detect
     try:
-        import torch
-    except ImportError as exc:
-        raise JobError(f"--backend {backend} needs torch: {exc}") from exc
-    from .. import _native
-    from ..backends import triton_interpreter_enabled
-
-    if torch.cuda.is_available():
-        device = torch.device("cuda")
-    elif backend == "triton" and triton_interpreter_enabled():
-        device = torch.device("cpu")  # Triton's interpreter (tests only; slow)
-    else:
-        raise JobError(f"--backend {backend} needs a CUDA device, and torch sees none; use --backend cpu")
-    if backend == "cuda" and not _native.cuda_available():
-        raise JobError(f"--backend cuda is not available: {_native.cuda_status()}")
+        device = host_data_device(backend)
+    except (ValueError, RuntimeError) as exc:
+        raise JobError(f"--backend {backend}: {exc}") from None
+    if device is None:
+        return detect
+    import torch
 
     def detect_torch(gan, mse, seg=None, **kw):
         # (N, H, W, 3) numpy -> (N, 3, H, W) strided views of the tensors on the device
