@@ -138,17 +138,17 @@ class EvaluateFinetuneJob(FolderJob):
 
     def plan(self) -> List[Item]:
         found = imageio.list_images(self.lr_dir, exclude=self.exclude())
-        keys = sorted(found)
-        if self.keys is not None:
-            wanted = set(self.keys)
-            keys = [k for k in keys if k in wanted]
+        # a listed image without its LR file is an error of that image, not a silent omission
+        keys = sorted(found) if self.keys is None else sorted(set(self.keys))
         items = []
         for key in keys:
-            rels = found[key]
-            err = f"ambiguous name: several LR files for {key}: {sorted(rels)}" if len(rels) > 1 else None
+            rels = found.get(key, [])
+            err = (f"listed in --list, but no {key}.* in the LR folder" if not rels else
+                   f"ambiguous name: several LR files for {key}: {sorted(rels)}" if len(rels) > 1 else None)
             outputs = tuple(f"{d}/{key}.png" for d in SR_DIRS.values()) + (
                 f"after/{key}.png", f"compare/{key}.jpg", f"before/{key}.png")
-            items.append(Item(key, outputs, {"input": rels[0]}, (os.path.join(self.lr_dir, rels[0]),), err))
+            rel = rels[0] if rels else None
+            items.append(Item(key, outputs, {"input": rel}, (os.path.join(self.lr_dir, rel),) if rel else (), err))
         self._items = items  # the report covers what this run planned, even if the folder changes
         return items
 
