@@ -10,7 +10,7 @@ Conventions (PyTorch / Real-ESRGAN ecosystem):
 - C in {1, 3, 4}; a 4th (alpha) channel is dropped: D compares colour texture, and Real-ESRGAN
   upsamples alpha separately from RGB, so alpha carries no GAN texture to compare.
 - uint8 is 0..255; uint16 is scaled by 255/65535; floating point is 0..1 and scaled by 255
-  (SPEC: C = (0.03*255)^2 assumes the 0..255 scale).
+  (docs/spec.md §1: C = (0.03*255)^2 assumes the 0..255 scale).
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ ArrayLike = Any  # numpy.ndarray | torch.Tensor
 
 
 def d_map(gan: ArrayLike, mse: ArrayLike, *, window: str = "gaussian", backend: str = "auto") -> ArrayLike:
-    """Per-pixel texture similarity D between GAN-SR and MSE-SR (SPEC.md §1; paper Eq. 3-7).
+    """Per-pixel texture similarity D between GAN-SR and MSE-SR (docs/spec.md §1; paper Eq. 3-7).
 
     For each channel, with Gaussian (sigma 1.5) or box 11x11 windows, ``D_c = (2 sx sy + C) /
     (sx^2 + sy^2 + C)`` with ``C = (0.03*255)^2``; D is the mean over channels. Low D = the GAN
@@ -68,7 +68,7 @@ def detect(
 ) -> Union[ArrayLike, tuple]:
     """Detect GAN-inference artifacts: the DeSRA mask, equal to the authors' released pipeline.
 
-    Steps (SPEC.md): D map -> semantic weights ``D' = clip(D * W[seg], 0, 1)`` -> ``D' < threshold``
+    Steps (docs/spec.md): D map -> semantic weights ``D' = clip(D * W[seg], 0, 1)`` -> ``D' < threshold``
     -> erode 5x5 -> dilate 5x5 three times -> fill holes -> keep 8-connected regions with area
     ``> area_threshold``. Pixels whose D' lies within float32 rounding of the threshold are decided
     in float64, so the mask equals the float64 reference exactly (up to ties: a threshold equal

@@ -1,4 +1,4 @@
-"""Detection metrics of the DeSRA paper (SPEC.md section 4), as the authors' released scripts compute them.
+"""Detection metrics of the DeSRA paper (docs/spec.md §4), as the authors' released scripts compute them.
 
 The released scripts (``metrics/calc_iou.py``, ``calc_precision.py``, ``calc_recall.py``) fix
 details the paper leaves open; this module follows them:

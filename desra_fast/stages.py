@@ -1,4 +1,4 @@
-"""The detection stages on their own, for reuse (SPEC.md §2-3).
+"""The detection stages on their own, for reuse (docs/spec.md §2-3).
 
 All take a 2-D (h, w) or batched 3-D (N, h, w) input (numpy, or torch — computed on the host and
 returned on the input's device) and return a bool mask of the same shape. They run the same C++

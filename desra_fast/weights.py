@@ -1,4 +1,4 @@
-"""Semantic-aware adjustment weights (DeSRA paper Eq. 8-9; SPEC.md §2).
+"""Semantic-aware adjustment weights (DeSRA paper Eq. 8-9; docs/spec.md §2).
 
 Each ADE20K class k has a weight ``W_k = 20 / (20 - bin_k)``; ``D' = clip(D * W[label], 0, 1)``.
 The authors' table (their ``SSIM_MSE_GAN_threshold.txt``) ships as

@@ -13,7 +13,7 @@ def dmap(gan: torch.Tensor, mse: torch.Tensor, *, layout: str = "nchw", window: 
     """D map of a batch, float32 (N, H-10, W-10), within 1e-5 of the float64 reference.
 
     gan, mse: 4-D tensors of identical shape, dtype (uint8, uint16, float16, bfloat16 or float32) and
-      device, layout "nchw" (N, C, H, W) or "nhwc" (N, H, W, C), C in 1..4 (SPEC: 1 or 3),
+      device, layout "nchw" (N, C, H, W) or "nhwc" (N, H, W, C), C in 1..4 (docs/spec.md §1: 1 or 3),
       H, W >= 11, any strides (views are read in place, never copied or converted).
     window: "gaussian" (11x11, sigma 1.5, the default) or "box" (11x11, 1/121).
     scale: factor mapping element values to the 0..255 scale (1 for uint8, 255/65535 for uint16, 255 for floats in [0, 1]).

@@ -19,7 +19,7 @@ def premask(gan: torch.Tensor, mse: torch.Tensor, labels: torch.Tensor | None = 
     labels: None (W = 1 everywhere) or an integer label map (N, H, W) of the full image size, uint8,
       any strides, read at the +5 offset of the valid region; every label < len(weights).
     weights: float64 or float32 (K,) tensor, W[label] >= 0 (ADE20K: K = 150); required with labels.
-    threshold: the float64 threshold (SPEC default 0.7).
+    threshold: the float64 threshold (docs/spec.md §3 default 0.7).
     Decided exactly as the float64 reference decides: pixels whose float32 interval straddles the
     threshold are recomputed in float64 inside the kernel (no host synchronisation).
     Raises RuntimeError for CPU tensors unless TRITON_INTERPRET=1 was set before import.

@@ -1,7 +1,7 @@
 """Stage 1 of DeSRA detection as one Triton kernel: local moments -> D map (-> pre-morphology mask).
 
 ``stage1_kernel`` computes, per output tile and for every channel of both images, the windowed
-mean mu and the windowed variance E[x^2] - mu^2 (11x11 Gaussian sigma 1.5 or box window, SPEC.md
+mean mu and the windowed variance E[x^2] - mu^2 (11x11 Gaussian sigma 1.5 or box window, docs/spec.md
 section 1; E[x^2] is never formed as such in float32, see "Exactness" below), then D = mean over
 channels of D_c, accumulating in float32 and writing float32 D of shape (N, H-10, W-10). With ``FUSED_MASK`` it goes on to the label-map ->
 weight lookup, the clip to [0, 1] and the ``< threshold`` test and writes the uint8 mask instead

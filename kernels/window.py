@@ -1,4 +1,4 @@
-"""Window weights and constants shared by the Triton kernels (SPEC.md section 1).
+"""Window weights and constants shared by the Triton kernels (docs/spec.md §1).
 
 The float64 weights are the ones the authors' script uses: ``cv2.getGaussianKernel(11, 1.5)``
 (taken from OpenCV itself, a dependency of desra_fast: its bit-exact exp differs from libm's in the

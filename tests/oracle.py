@@ -1,6 +1,6 @@
 """Independent float64 oracle of the DeSRA pipeline, built only from OpenCV + scipy + numpy.
 
-It follows the authors' released scripts step for step (see /work/notes/common.md and SPEC.md):
+It follows the authors' released scripts step for step (see docs/spec.md):
 D map per colour channel with ``cv2.filter2D`` on float64 and an 11x11 window cropped to the
 valid region, semantic weights, clip, ``< threshold``, ``cv2.erode`` (5x5, once), ``cv2.dilate``
 (5x5, three times), ``scipy.ndimage.binary_fill_holes`` (3x3 structure) and

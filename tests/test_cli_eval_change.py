@@ -1,4 +1,4 @@
-"""`desra-fast eval --after A (--before B | --gt GT)`: removal and addition rate (SPEC.md §4).
+"""`desra-fast eval --after A (--before B | --gt GT)`: removal and addition rate (docs/spec.md §4).
 
 Expected values are counted by hand from the drawn masks, not by desra_fast code.
 """

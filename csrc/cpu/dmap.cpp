@@ -6,7 +6,7 @@
 //   dmap(gan, mse, window, scale)                                   -> float32 (N, H-10, W-10)
 //   premask(gan, mse, labels, weights, threshold, window, scale)    -> uint8   (N, H-10, W-10)
 //
-// What is computed (shared/SPEC.md §1-3): per channel c, with x = scale*mse and y = scale*gan,
+// What is computed (docs/spec.md §1-3): per channel c, with x = scale*mse and y = scale*gan,
 //   var_x = w*(x^2) - (w*x)^2 over an 11x11 window w (valid region only), same for y,
 //   D_c = (2 sqrt(var_x+1e-8) sqrt(var_y+1e-8) + C) / (var_x + var_y + C),  D = mean_c D_c,
 // and premask = clip(D * W[label], 0, 1) < threshold.

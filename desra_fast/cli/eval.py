@@ -42,7 +42,7 @@ def run(args, parser) -> int:
     if change and args.before is not None and args.gt is not None:
         parser.error("eval: give --before or --gt as the reference of --after, not both")
     # Removal/addition rate: the reference regions are the human-labelled GT when --gt is given
-    # (SPEC.md §4: B = GT, cropped to the valid region), else the detections before fine-tuning.
+    # (docs/spec.md §4: B = GT, cropped to the valid region), else the detections before fine-tuning.
     ref_flag, reference = ("--gt", args.gt) if args.gt is not None else ("--before", args.before)
     needed = [(ref_flag, reference), ("--after", args.after)] if change else [("--pred", args.pred), ("--gt", args.gt)]
     for name, d in needed:

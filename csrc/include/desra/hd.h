@@ -10,7 +10,7 @@
 
 namespace desra {
 
-// The SPEC's constants (shared/SPEC.md §1, §3).
+// The constants of docs/spec.md (§1, §3).
 constexpr int kWindow = 11;          // window side
 constexpr int kHalo = kWindow / 2;   // 5: D exists only where the whole window is inside the image
 constexpr double kC = (0.03 * 255.0) * (0.03 * 255.0);  // 58.5225, in numerator and denominator

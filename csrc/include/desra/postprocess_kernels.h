@@ -159,7 +159,7 @@ DESRA_HD int32_t find_root(const int32_t* L, int32_t x) {
 
 // ---- kernel 1: erosion 5x5 then dilation 13x13, fused (premask -> mask) -------------------------
 // Separable in shared memory: rows then columns, min for erosion, max for dilation. Border rules
-// (SPEC §3): pixels outside the image never erode (input outside = 1) and never dilate (eroded
+// (docs/spec.md §3): pixels outside the image never erode (input outside = 1) and never dilate (eroded
 // value outside = 0), i.e. both windows are clipped to the image.
 DESRA_HD void morph_load(const ThreadIndex& t, const PostprocessArgs& a, uint8_t* smem) {
   const uint8_t* src = a.premask + image_offset(a, t.block.z);
