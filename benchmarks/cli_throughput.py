@@ -1,4 +1,4 @@
-"""Does ``desra-fast detect`` overlap decoding, detection and writing? (issue 6 acceptance)
+"""Does ``desra-fast detect`` overlap decoding, detection and writing?
 
 Makes N small GAN/MSE PNG pairs in nested class folders and prints three throughputs:
 

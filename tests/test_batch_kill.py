@@ -1,4 +1,4 @@
-"""Acceptance of issue 6: the real ``desra-fast detect`` killed with SIGKILL and restarted.
+"""Crash safety end to end: the real ``desra-fast detect`` killed with SIGKILL and restarted.
 
 A job over 36 pairs in nested class folders (PNG 8/16-bit, JPEG, WebP) with planted corrupt,
 truncated, unpaired and size-mismatched inputs is SIGKILLed several times while it runs and

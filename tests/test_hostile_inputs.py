@@ -1,4 +1,4 @@
-"""Inputs found by review: each must give a clear error or the oracle's result, never a hang, a
+"""Hostile and malformed inputs: each must give a clear error or the oracle's result, never a hang, a
 pybind11 signature error or a silently wrong mask."""
 from __future__ import annotations
 
