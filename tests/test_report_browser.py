@@ -222,13 +222,14 @@ def test_run_report_in_chromium(browser, run_dir, tmp_path):
     _page_clean(d)
 
 
-def test_eval_report_in_chromium(browser, tmp_path):
+def test_eval_report_in_chromium(browser, tmp_path, monkeypatch):
     from selenium.common.exceptions import NoAlertPresentException
 
     d = browser
     ev = make_eval(tmp_path)
     rep = json.loads((ev / "report.json").read_text("utf-8"))
-    res = build_eval_report(ev)
+    monkeypatch.chdir(tmp_path)  # the page shows the folder as given: a relative name in the screenshot
+    res = build_eval_report("eval")
     _open(d, res.index, wait_table=False)
     _page_clean(d)
     with pytest.raises(NoAlertPresentException):
@@ -274,13 +275,14 @@ def _same_figure(expected, value: str, text: str) -> None:
         assert abs(num - expected) <= 5e-4 * max(1.0, abs(expected))
 
 
-def test_demo_run_report_in_chromium(browser, tmp_path):
+def test_demo_run_report_in_chromium(browser, tmp_path, monkeypatch):
     """The demo's run folder (scripts/demo.sh: real Real-ESRGAN x4plus + SRMD x4 on samples/lr)."""
-    demo = Path(os.environ.get("DESRA_FAST_DEMO_RUN", ROOT / "demo_run"))
+    demo = Path(os.environ.get("DESRA_FAST_DEMO_RUN", ROOT / "demo_run")).resolve()
     if not (demo / "manifest.jsonl").is_file():
         pytest.skip(f"{demo} has no manifest: run scripts/demo.sh first (or set DESRA_FAST_DEMO_RUN)")
     d = browser
-    res = build_run_report(demo, tmp_path / "site")
+    monkeypatch.chdir(demo.parent)  # the page shows the folder as given: a relative name in the screenshot
+    res = build_run_report(demo.name, tmp_path / "site")
     _open(d, res.index)
     _page_clean(d)
     assert main(["select", "--run", str(demo), "--top", "200", "--train", "50", "-o", str(tmp_path / "l")]) == 0

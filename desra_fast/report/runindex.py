@@ -9,7 +9,6 @@ with a heap of N, and only their full manifest lines are read again (by byte off
 """
 from __future__ import annotations
 
-import json
 import math
 import sqlite3
 from dataclasses import dataclass, field
@@ -47,6 +46,11 @@ def _num(v) -> Optional[float]:
     return float(v) if math.isfinite(v) else None
 
 
+def _area_bin(a: float) -> int:
+    """Histogram bin of a region area: fixed log10 bins, :data:`AREA_BINS_PER_DECADE` per decade."""
+    return math.floor(math.log10(a) * AREA_BINS_PER_DECADE)
+
+
 def _row(off: int, rec: dict, by: str) -> tuple:
     """The compact row of one record; raises (TypeError, ValueError) on malformed fields."""
     areas = rec.get("areas") or []
@@ -58,7 +62,8 @@ def _row(off: int, rec: dict, by: str) -> tuple:
     err = rec.get("error")
     return (rec["path"], off, str(rec.get("lr") or ""), None if err is None else str(err), int(ok),
             float(score), int(rec.get("regions") or 0), _num(rec.get("artifact_fraction")),
-            max(areas) if areas else None, json.dumps(areas), _num(d.get("mean")), _num(d.get("min")),
+            max(areas) if areas else None, ",".join(str(_area_bin(a)) for a in areas if a > 0),
+            _num(d.get("mean")), _num(d.get("min")),
             _num(d.get("below_threshold")))
 
 
@@ -71,7 +76,7 @@ def build_index(manifest: Path, db_path: Path, by: str) -> RunIndex:
     db.execute("PRAGMA journal_mode=OFF")
     db.execute("PRAGMA synchronous=OFF")
     db.execute("CREATE TABLE rows (path TEXT PRIMARY KEY, off INTEGER, lr TEXT, error TEXT, elig INTEGER,"
-               " score REAL, regions INTEGER, fraction REAL, area REAL, areas TEXT, d_mean REAL, d_min REAL,"
+               " score REAL, regions INTEGER, fraction REAL, area REAL, area_bins TEXT, d_mean REAL, d_min REAL,"
                " d_below REAL)")
     idx = RunIndex(db, Path(manifest), by)
     batch: List[tuple] = []
@@ -130,29 +135,24 @@ def histograms(idx: RunIndex) -> dict:
     largest) and of the region areas (all regions, log10 bins, :data:`AREA_BINS_PER_DECADE` per
     decade), each ``{"edges": [...], "counts": [...]}``."""
     db = idx.db
-    fmax = db.execute("SELECT max(fraction) FROM rows WHERE error IS NULL AND regions > 0").fetchone()[0]
+    where = "error IS NULL AND regions > 0"
+    fmax = db.execute(f"SELECT max(fraction) FROM rows WHERE {where}").fetchone()[0]
     frac = {"edges": [], "counts": []}
     if fmax:
-        edges = [fmax * i / FRACTION_BINS for i in range(FRACTION_BINS + 1)]
         counts = [0] * FRACTION_BINS
-        for (f,) in db.execute("SELECT fraction FROM rows WHERE error IS NULL AND regions > 0 AND fraction IS NOT NULL"):
-            counts[min(FRACTION_BINS - 1, int(f / fmax * FRACTION_BINS))] += 1
-        frac = {"edges": edges, "counts": counts}
-    lo = hi = None
-    for (text,) in db.execute("SELECT areas FROM rows WHERE error IS NULL AND regions > 0"):
-        for a in json.loads(text):
-            if a > 0:
-                lo, hi = (a, a) if lo is None else (min(lo, a), max(hi, a))
+        for b, n in db.execute(f"SELECT min(CAST(fraction / ? * {FRACTION_BINS} AS INTEGER), {FRACTION_BINS - 1}), count(*)"
+                               f" FROM rows WHERE {where} AND fraction IS NOT NULL GROUP BY 1", (fmax,)):
+            counts[max(0, b)] += n
+        frac = {"edges": [fmax * i / FRACTION_BINS for i in range(FRACTION_BINS + 1)], "counts": counts}
+    bins: Dict[int, int] = {}
+    for (text,) in db.execute(f"SELECT area_bins FROM rows WHERE {where} AND area_bins != ''"):
+        for k in text.split(","):
+            bins[int(k)] = bins.get(int(k), 0) + 1
     area = {"edges": [], "counts": []}
-    if lo is not None:
-        k0 = math.floor(math.log10(lo) * AREA_BINS_PER_DECADE)
-        k1 = max(k0 + 1, math.floor(math.log10(hi) * AREA_BINS_PER_DECADE) + 1)
-        counts = [0] * (k1 - k0)
-        for (text,) in db.execute("SELECT areas FROM rows WHERE error IS NULL AND regions > 0"):
-            for a in json.loads(text):
-                if a > 0:
-                    counts[min(k1 - k0 - 1, math.floor(math.log10(a) * AREA_BINS_PER_DECADE) - k0)] += 1
-        area = {"edges": [10 ** (k / AREA_BINS_PER_DECADE) for k in range(k0, k1 + 1)], "counts": counts}
+    if bins:
+        k0, k1 = min(bins), max(bins) + 1
+        area = {"edges": [10 ** (k / AREA_BINS_PER_DECADE) for k in range(k0, k1 + 1)],
+                "counts": [bins.get(k, 0) for k in range(k0, k1)]}
     return {"fraction": frac, "area": area}
 
 

@@ -58,7 +58,10 @@ def clean_json(obj):
 def script_json(obj) -> str:
     """JSON safe inside a ``<script>`` element or a ``.js`` file: ``<``, ``>``, ``&``, U+2028
     and U+2029 escaped, so no string of the data can end the element or start markup."""
-    text = json.dumps(clean_json(obj), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    try:
+        text = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError:  # NaN or inf somewhere: the slower cleaning pass
+        text = json.dumps(clean_json(obj), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
                     ("\u2029", "\\u2029")):
         text = text.replace(ch, esc)

@@ -26,7 +26,7 @@ function lists() {
 const asText = (names) => names.map((n) => n + "\n").join("");
 
 document.getElementById("title").textContent = "DeSRA report: " + DATA.run;
-document.getElementById("subtitle").textContent = "ranked by " + DATA.by + ", top " + DATA.top + " · generated " + DATA.generated;
+document.getElementById("subtitle").textContent = "ranked by " + DATA.by + " as desra-fast select ranks, top " + DATA.top + " · generated " + DATA.generated;
 const app = document.getElementById("app");
 
 // Summary.
