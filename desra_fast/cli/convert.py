@@ -30,57 +30,8 @@ def add_arguments(parser) -> None:
                         help="side of the random LR used to check the written file (0: no check; default 16)")
 
 
-def convert(model, output, *, key: str = "params_ema", check_size: int = 16) -> dict:
-    """Write ``model``'s weights (an :class:`~desra_fast.models.SRModel`) in the official layout.
-
-    Returns a summary dict (``arch``, ``tensors``, ``parameters``, ``output``, ``max_abs_diff``).
-    """
-    import io
-    from pathlib import Path
-
-    import torch
-
-    from ..imageio import write_bytes_atomic
-    from ..models.sr import load_sr
-
-    arch = model.info["arch"]
-    if arch == "RRDBNet":
-        sd = model.module.state_dict()
-    elif arch == "SRMD":
-        sd = model.module.net.state_dict()
-    else:
-        raise ValueError(f"convert: no official checkpoint layout for a {arch} model "
-                         f"(RRDBNet and SRMD graphs convert)")
-    sd = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in sd.items()}
-    out = Path(output)
-    if out.suffix.lower() == ".safetensors":
-        from safetensors.torch import save
-
-        data = save(sd, metadata={"arch": arch, "scale": str(model.scale), "source_sha256": model.info.get("source_sha256", "")})
-    elif out.suffix.lower() in (".pth", ".pt"):
-        buf = io.BytesIO()
-        torch.save({key: sd}, buf)
-        data = buf.getvalue()
-    else:
-        raise ValueError(f"convert: output must end in .pth, .pt or .safetensors, got {out.name!r}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(out, data)
-    summary = dict(arch=arch, scale=model.scale, tensors=len(sd), parameters=sum(v.numel() for v in sd.values()),
-                   output=str(out), key=None if out.suffix.lower() == ".safetensors" else key, max_abs_diff=None)
-    if check_size:
-        opts = {"noise_level": model.info["noise_level"]} if arch == "SRMD" else {}
-        again = load_sr(out, **opts)
-        x = torch.rand(1, 3, check_size, check_size, generator=torch.Generator().manual_seed(0))
-        a = model.upscale(x.to(model.device), pre_pad=0).cpu()
-        b = again.upscale(x, pre_pad=0)
-        summary["max_abs_diff"] = float((a - b).abs().max())
-        if summary["max_abs_diff"] != 0.0:
-            raise RuntimeError(f"convert: {out} reloads but gives different outputs "
-                               f"(max abs diff {summary['max_abs_diff']:.3g})")
-    return summary
-
-
 def run(args, parser) -> int:
+    from ..models.convert import to_official_checkpoint
     from ..models.sr import load_sr
 
     opts = {}
@@ -90,7 +41,7 @@ def run(args, parser) -> int:
         opts["noise_level"] = args.noise_level
     try:
         model = load_sr(args.model, **opts)
-        s = convert(model, args.output, key=args.key, check_size=args.check_size)
+        s = to_official_checkpoint(model, args.output, key=args.key, check_size=args.check_size)
     except (OSError, ValueError, RuntimeError, ImportError) as e:
         print(f"desra-fast convert: {e}", file=sys.stderr)
         return 1
