@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
-__all__ = ["to_onnx", "cached_onnx", "upcast_onnx", "PRECISIONS", "IO_NAMES"]
+__all__ = ["to_onnx", "cached_onnx", "upcast_onnx", "export_metadata", "PRECISIONS", "IO_NAMES"]
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 #: (input name, output name) of the exported graphs, by model kind.
@@ -186,18 +186,7 @@ def to_onnx(model, path: Union[str, os.PathLike], *, opset: Optional[int] = None
     proto = program.model_proto
     if dynamic:
         _name_dims(proto, ("batch", None, "height", "width"))
-    meta = {
-        "kind": kind,
-        "info": _jsonable(info),
-        "precision": precision,
-        "input_name": in_name,
-        "output_name": out_name,
-        "in_channels": cin,
-        "dynamic": bool(dynamic),
-        "input_shape": None if dynamic else list(shape),
-        "desra_fast_version": __version__,
-        "torch_version": torch.__version__,
-    }
+    meta = export_metadata(model, precision=precision, dynamic=dynamic, input_shape=shape)
     flat = {
         "desra_fast.model": json.dumps(meta, sort_keys=True),
         "architecture": str(info.get("arch", type(module).__name__)),
@@ -220,6 +209,43 @@ def to_onnx(model, path: Union[str, os.PathLike], *, opset: Optional[int] = None
     if check:
         onnx.checker.check_model(str(path), full_check=True)
     return path
+
+
+def export_metadata(model, *, precision: str = "fp32", dynamic: bool = True,
+                    input_shape: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+    """The model description an exported file stores (ONNX metadata ``desra_fast.model``, the
+    OpenVINO IR's ``rt_info``), which the loaders read back to pre-process inputs as the source.
+
+    Args:
+        model: an ``SRModel``, a ``Segmenter`` or a bare ``torch.nn.Module``.
+        precision: the exported graph's compute precision (``"fp32"``, ``"fp16"``, ``"bf16"``).
+        dynamic: whether batch, height and width are dynamic.
+        input_shape: the fixed (N, C, H, W) input shape when not ``dynamic``.
+
+    Returns:
+        A JSON-serialisable dict: ``kind``, ``info``, ``precision``, ``input_name``,
+        ``output_name``, ``in_channels``, ``dynamic``, ``input_shape``, versions.
+    """
+    import torch
+
+    from . import __version__
+
+    kind = _kind_of(model)
+    module = model.module if kind != "module" else model
+    info = dict(getattr(model, "info", None) or {}) if kind != "module" else {"arch": type(module).__name__}
+    in_name, out_name = IO_NAMES[kind]
+    return {
+        "kind": kind,
+        "info": _jsonable(info),
+        "precision": precision,
+        "input_name": in_name,
+        "output_name": out_name,
+        "in_channels": _in_channels(model, module, info),
+        "dynamic": bool(dynamic),
+        "input_shape": None if dynamic or input_shape is None else [int(v) for v in input_shape],
+        "desra_fast_version": __version__,
+        "torch_version": torch.__version__,
+    }
 
 
 def _doc(kind, info, precision, in_name, out_name, cin) -> str:

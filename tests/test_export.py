@@ -62,7 +62,7 @@ def _to_tensor(img):
 @pytest.mark.parametrize("size", [(27, 31)])        # more unseen sizes: test_dynamic_batch_and_odd_sizes
 def test_x4plus_onnxruntime_matches_torch(x4plus, size):
     model, path = x4plus
-    ort_model = load_sr(path)
+    ort_model = load_sr(path, runtime="onnxruntime")
     assert ort_model.info["runtime"] == "onnxruntime" and ort_model.module is None
     img = lr_crop("motorcycle", size=max(size), y=30, x=50)[:size[0], :size[1]]
     x = _to_tensor(img)

@@ -49,11 +49,15 @@ def test_handmade_file_runs(tiny_onnx):
 
 
 def test_auto_resolution_on_cpu():
-    assert resolve_runtime("auto", "cpu", source="onnx") == "onnxruntime"
-    assert resolve_runtime("auto", "cpu", source="torch") == "torch"
+    # auto on CPU: OpenVINO fp32 when installed (tests/test_runtime_openvino.py), else as below
+    ov = runtime_status("openvino", "cpu")[0]
+    assert resolve_runtime("auto", "cpu", source="onnx") == ("openvino" if ov else "onnxruntime")
+    assert resolve_runtime("auto", "cpu", source="torch") == ("openvino" if ov else "torch")
+    assert resolve_runtime("auto", "cpu", source="onnx", precision="fp16") == "onnxruntime"
+    assert resolve_runtime("auto", "cpu", source="torch", precision="bf16") == "torch"
     assert resolve_runtime("onnxruntime", "cpu", source="torch") == "onnxruntime"
     with pytest.raises(ValueError, match="runtime must be one of"):
-        resolve_runtime("openvino", "cpu")
+        resolve_runtime("tflite", "cpu")
     with pytest.raises(ValueError, match="cannot run with runtime='torch'"):
         resolve_runtime("torch", "cpu", source="onnx")
     with pytest.raises(ValueError, match="only with runtime='tensorrt'"):
@@ -76,11 +80,12 @@ def test_explicit_tensorrt_without_gpu_raises(tiny_onnx):
 
 def test_explicit_onnxruntime_missing_raises(tiny_onnx, monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("onnxruntime", "openvino") else real(name, *a))
     with pytest.raises(RuntimeUnavailableError, match="onnxruntime package is not installed"):
         load_sr(tiny_onnx, runtime="onnxruntime")
     with pytest.raises(RuntimeUnavailableError, match="not installed"):
-        load_sr(tiny_onnx)          # auto on CPU for an .onnx is ONNX Runtime: nothing else can run it
+        load_sr(tiny_onnx)          # auto on CPU for an .onnx without OpenVINO is ONNX Runtime: nothing else can run it
 
 
 def test_engine_cache_key_covers_every_field():
@@ -127,7 +132,7 @@ def test_segformer_onnxruntime_logits_and_labels(segformer_pair):
     seg, path = segformer_pair
     meta = read_onnx_metadata(path)
     assert meta["kind"] == "segmenter" and meta["input_name"] == "pixel_values"
-    ort_seg = load_segmenter(path)
+    ort_seg = load_segmenter(path, runtime="onnxruntime")
     assert ort_seg.info["runtime"] == "onnxruntime" and ort_seg.scale == (96, 64)
     assert ort_seg.preprocess == "mmseg" and ort_seg.mean.flatten().tolist() == seg.mean.flatten().tolist()
     x = torch.randn(3, 3, 45, 61)                # odd sizes, batch 3, unseen at export

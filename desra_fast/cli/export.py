@@ -7,7 +7,7 @@ import sys
 from ._args import positive_int
 
 NAME = "export"
-HELP = "export an SR model or a segmenter to ONNX (dynamic batch/height/width) or a TensorRT engine"
+HELP = "export an SR model or a segmenter to ONNX (dynamic batch/height/width), an OpenVINO IR or a TensorRT engine"
 DESCRIPTION = (
     "Loads MODEL with desra_fast.load_sr (any SR checkpoint form: .pth, .safetensors, ncnn .param, a "
     "packaged name such as realesrgan-x4plus) or, failing that, desra_fast.load_segmenter (mmseg / "
@@ -15,8 +15,11 @@ DESCRIPTION = (
     "width whose metadata holds everything load_sr / load_segmenter need to pre-process inputs "
     "exactly as the source model (pre-pad, scale, value range, normalisation). --format tensorrt "
     "builds an engine from it on this machine's NVIDIA GPU (with a OUT.json description beside it); "
-    "--min/--opt/--max-shape set its optimisation profile. The written ONNX is checked with "
-    "onnx.checker and, when onnxruntime is installed, run against the torch model.")
+    "--min/--opt/--max-shape set its optimisation profile. --format openvino writes an OpenVINO IR "
+    "(OUT.xml + OUT.bin, float32 weights, dynamic sizes) holding the same model description, which "
+    "load_sr / load_segmenter and --runtime openvino read. The written ONNX is checked with "
+    "onnx.checker and, when onnxruntime is installed, run against the torch model; the IR is run "
+    "against the torch model with OpenVINO.")
 
 
 def shape(text: str) -> tuple:
@@ -33,8 +36,10 @@ def shape(text: str) -> tuple:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, metavar="PATH", help="model file / folder or packaged name")
-    parser.add_argument("--format", choices=("onnx", "tensorrt"), default="onnx", help="output format (default onnx)")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="the .onnx or .engine file to write")
+    parser.add_argument("--format", choices=("onnx", "tensorrt", "openvino"), default="onnx",
+                        help="output format (default onnx)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT",
+                        help="the .onnx, .engine or (openvino) .xml file to write")
     parser.add_argument("--kind", choices=("auto", "sr", "segmenter"), default="auto",
                         help="what MODEL is (default: try an SR model, then a segmenter)")
     prec = parser.add_mutually_exclusive_group()
@@ -48,7 +53,7 @@ def add_arguments(parser) -> None:
                             help=f"TensorRT profile {which} input shape (LR tile incl. pre-pad for SR models)")
     parser.add_argument("--noise-level", type=int, default=None, metavar="N",
                         help="SRMD only: the noise level baked into the graph (default 10)")
-    parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-torch check")
+    parser.add_argument("--no-verify", action="store_true", help="skip the runtime-vs-torch check")
 
 
 def _load(args):
@@ -74,13 +79,15 @@ def _load(args):
     raise ValueError(f"cannot load {args.model}: " + " | ".join(errors))
 
 
-def _verify(model, onnx_path) -> float:
-    """Max |ORT - torch| on a random input of a size the export never saw."""
+def _verify(model, onnx_path, runner_type=None) -> float:
+    """Max |runtime - torch| on a random input of a size the export never saw (ONNX Runtime, or
+    ``runner_type`` such as the OpenVINO runner)."""
     import torch
 
     from ..export import _kind_of
     from ..runtime.onnxruntime import OnnxRuntimeRunner
 
+    runner_type = runner_type or OnnxRuntimeRunner
     kind = _kind_of(model)
     side = 44 if kind == "segmenter" else 20     # multiples of 4: valid for every SR scale
     cin = 3
@@ -91,7 +98,7 @@ def _verify(model, onnx_path) -> float:
     x = torch.rand(1, cin, side, side + 4)
     with torch.no_grad():
         ref = model.module.cpu()(x)
-    return float((OnnxRuntimeRunner(onnx_path)(x) - ref).abs().max())
+    return float((runner_type(onnx_path)(x) - ref).abs().max())
 
 
 def run(args, parser) -> int:
@@ -107,7 +114,24 @@ def run(args, parser) -> int:
     try:
         if args.format == "tensorrt":
             resolve_runtime("tensorrt", "cuda", source="onnx")      # fail before the slow export
+        if args.format == "openvino":
+            if out.suffix.lower() != ".xml":
+                parser.error(f"--format openvino writes OUT.xml (and OUT.bin beside it), got -o {out}")
+            if args.precision != "fp32":
+                parser.error("--format openvino stores float32 weights; the precision is chosen when the IR is "
+                             "loaded (load_sr(..., precision='bf16'), --runtime openvino --precision bf16)")
+            resolve_runtime("openvino", "cpu", source="ir")
         model = _load(args)
+        if args.format == "openvino":
+            from ..runtime.openvino import OpenVINORunner, save_ir
+
+            save_ir(model, out)
+            size = (out.stat().st_size + out.with_suffix(".bin").stat().st_size) / 2 ** 20
+            print(f"desra-fast export: wrote {out} and {out.with_suffix('.bin').name} ({size:.1f} MiB, fp32 weights)")
+            if not args.no_verify:
+                diff = _verify(model, out, OpenVINORunner)
+                print(f"desra-fast export: OpenVINO vs torch on an unseen size: max abs diff {diff:.2e}")
+            return 0
         if args.format == "onnx":
             to_onnx(model, out, opset=args.opset, precision=args.precision)
             print(f"desra-fast export: wrote {out} ({out.stat().st_size / 2 ** 20:.1f} MiB, {args.precision})")

@@ -25,7 +25,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--ray-actors", type=positive_int, default=None,
                         help="model actors (default: one per GPU, or 1 on CPU)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--runtime", choices=("auto", "torch", "onnxruntime", "tensorrt"), default="auto")
+    parser.add_argument("--runtime", choices=("auto", "torch", "onnxruntime", "tensorrt", "openvino"), default="auto",
+                        help="auto (default): OpenVINO fp32 on CPU when installed, TensorRT on CUDA when "
+                        "installed, else torch")
     parser.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
                         help="SR precision (default auto: fp16 on CUDA, fp32 on CPU)")
     parser.add_argument("--tile", type=non_negative_int, default=0,

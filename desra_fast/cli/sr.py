@@ -54,7 +54,9 @@ def add_arguments(parser) -> None:
                         help="output format; auto = the input's (RGBA always png)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("-g", "--gpu-id", type=non_negative_int, default=None, help="GPU index (same as --device cuda:N)")
-    parser.add_argument("--runtime", choices=("auto", "torch", "onnxruntime", "tensorrt"), default="auto")
+    parser.add_argument("--runtime", choices=("auto", "torch", "onnxruntime", "tensorrt", "openvino"), default="auto",
+                        help="auto (default): OpenVINO fp32 on CPU when installed, TensorRT on CUDA when "
+                        "installed, else torch")
     add_job_arguments(parser)
 
 

@@ -185,8 +185,12 @@ class PipelineJob(FolderJob):
             device = torch.device(cfg.device)
             if device.type == "cuda" and not torch.cuda.is_available():
                 raise JobError(f"--device {cfg.device}: torch sees no CUDA device")
-            gan = load_sr(cfg.gan_model, device=cfg.device, runtime=cfg.runtime)
-            mse = load_sr(cfg.mse_model, device=cfg.device, runtime=cfg.runtime)
+            # On CPU the precision goes to the loader: auto keeps torch for a non-fp32 request (the
+            # per-call precision below then applies) and OpenVINO takes it as its inference hint.
+            prec = ({"precision": cfg.resolved_precision()}
+                    if device.type == "cpu" and cfg.runtime in ("auto", "openvino") else {})
+            gan = load_sr(cfg.gan_model, device=cfg.device, runtime=cfg.runtime, **prec)
+            mse = load_sr(cfg.mse_model, device=cfg.device, runtime=cfg.runtime, **prec)
             seg = None
             if cfg.seg_model:
                 from ..models import load_segmenter
@@ -225,7 +229,7 @@ class PipelineJob(FolderJob):
     def compute(self, items, datas):
         import torch
 
-        from ..api import d_map, detect
+        from ..detect_d import detect_with_d
 
         cfg, m = self.cfg, self._models
         imgs = np.stack([d.img for d in datas])
@@ -240,7 +244,7 @@ class PipelineJob(FolderJob):
             x = torch.from_numpy(imgs).to(m.device).permute(0, 3, 1, 2).float().div_(maxv)
             outs = []
             for name, model in (("gan", m.gan), ("mse", m.mse)):
-                # a runtime runner (ONNX Runtime, TensorRT) has its precision fixed when it is built
+                # a runtime runner (ONNX Runtime, TensorRT, OpenVINO) has its precision fixed when it is built
                 prec = "fp32" if getattr(model, "runner", None) is not None else cfg.resolved_precision()
                 y = model.upscale(x, tile=tile, tile_pad=cfg.tile_pad, precision=prec)
                 # the reference tools' rounding: floor(v * max + 0.5), clamped
@@ -260,9 +264,10 @@ class PipelineJob(FolderJob):
                 t1 = time.perf_counter()
                 t["seg"] = t1 - t0
                 t0 = t1
-            masks, counts = detect(gan, mse, labels, threshold=cfg.threshold, area_threshold=cfg.area_threshold,
-                                   window=cfg.window, backend=cfg.backend, return_counts=True)
-            d = d_map(gan, mse, window=cfg.window, backend=cfg.backend)
+            # One D computation gives the mask and the manifest's D statistics.
+            masks, counts, d = detect_with_d(gan, mse, labels, threshold=cfg.threshold,
+                                             area_threshold=cfg.area_threshold, window=cfg.window,
+                                             backend=cfg.backend)
             dstats = _d_statistics(d, cfg.threshold)
             masks = masks.cpu().numpy() if hasattr(masks, "cpu") else np.asarray(masks)
             counts = counts.cpu().numpy() if hasattr(counts, "cpu") else np.asarray(counts)

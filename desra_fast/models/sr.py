@@ -27,7 +27,7 @@ __all__ = ["SRModel", "load_sr", "RUNTIMES"]
 log = logging.getLogger(__name__)
 
 #: Runtimes ``load_sr`` knows.
-RUNTIMES = ("auto", "torch", "onnxruntime", "tensorrt")
+RUNTIMES = ("auto", "torch", "onnxruntime", "tensorrt", "openvino")
 
 #: Pre-padding the reference tools apply, by architecture: (pixels, mode).
 _PRE_PAD = {"RRDBNet": (10, "reflect"), "SRMD": (12, "replicate")}
@@ -191,7 +191,9 @@ class SRModel:
         if precision not in _PRECISIONS:
             raise ValueError(f"upscale: precision must be one of fp32, fp16, bf16, got {precision!r}")
         dtype = _PRECISIONS[precision]
-        if dtype != torch.float32 and self.runner is not None:
+        # A reduced precision asked per call runs the torch module when the model has one (the
+        # runner keeps the precision it was built with); a file-only model has no module to cast.
+        if dtype != torch.float32 and self.runner is not None and self.module is None:
             raise ValueError(f"upscale: precision={precision!r} applies to the torch module; this model runs "
                              f"through a runner whose precision is fixed when the runtime is built")
         x, restore = self._to_tensor(img)
@@ -444,7 +446,7 @@ def _load_exported(source, device: torch.device, runtime: str, options: dict) ->
     for k in ("pre_pad", "pad_mode"):
         if options.get(k) is not None:
             info[k] = options[k]
-    info.update(runtime=rt, exported=str(source))
+    info.update(runtime=rt, exported=str(source), **getattr(runner, "describe", dict)())
     return SRModel(None, info, device=device, runner=runner)
 
 
@@ -464,11 +466,13 @@ def load_sr(source, *, device: str | torch.device = "cpu", runtime: str = "auto"
             - a packaged model name (``"realesrgan-x4plus"``, ``"srmd-x4"``: see
               :mod:`desra_fast.models.zoo`), or an ``nn.Module`` (with ``scale=``).
         device: torch device.
-        runtime: ``"auto"``, ``"torch"``, ``"onnxruntime"`` or ``"tensorrt"`` (see
-            :mod:`desra_fast.runtime`); an ``.onnx`` / ``.engine`` source (written by
+        runtime: ``"auto"``, ``"torch"``, ``"onnxruntime"``, ``"tensorrt"`` or ``"openvino"`` (see
+            :mod:`desra_fast.runtime`; ``auto`` on CPU is OpenVINO fp32 when installed); an
+            ``.onnx`` / ``.engine`` / OpenVINO ``.xml`` source (written by
             :func:`desra_fast.export.to_onnx` / ``desra-fast export``) loads directly and keeps the
             source model's pre-pad, scale and rounding.
-        **options: ``precision`` (TensorRT engine: ``"fp32"``/``"fp16"``/``"bf16"``), ``bin`` (ncnn weights path), ``noise_level`` (SRMD: -1..255, default 10;
+        **options: ``precision`` (TensorRT engine: ``"fp32"``/``"fp16"``/``"bf16"``; OpenVINO:
+            the inference precision hint, default ``"fp32"``, recorded in ``.info``), ``bin`` (ncnn weights path), ``noise_level`` (SRMD: -1..255, default 10;
             noise-free models take none), ``scale`` (override the inferred scale of a
             RRDBNet checkpoint), ``key`` (checkpoint entry, e.g. ``"params"``), ``pre_pad`` and
             ``pad_mode`` (override the architecture's defaults), ``channels_last`` (bool, default
@@ -505,3 +509,4 @@ def load_sr(source, *, device: str | torch.device = "cpu", runtime: str = "auto"
     runner = _runner_for(runtime, module, info, dev, options)
     info["runtime"] = "torch" if runner is None else runner.runtime
     return SRModel(module, info, device=dev, runner=runner, channels_last=bool(options.get("channels_last", False)))
+    info.update(getattr(runner, "describe", dict)())     # e.g. OpenVINO's precision hint and threads

@@ -1,4 +1,4 @@
-"""Inference runtimes behind one switch: ``runtime="auto"|"torch"|"onnxruntime"|"tensorrt"``.
+"""Inference runtimes behind one switch: ``runtime="auto"|"torch"|"onnxruntime"|"tensorrt"|"openvino"``.
 
 A *runner* replaces a model's torch ``nn.Module``: it is called on a float32 NCHW torch tensor
 and returns a float32 NCHW torch tensor on the same device, so :class:`SRModel` and
@@ -12,11 +12,22 @@ network. Runners are thread-safe.
   ``onnxruntime-gpu`` (``[gpu]``), IO binding on torch CUDA tensors.
 - ``"tensorrt"`` (:mod:`desra_fast.runtime.tensorrt`): a TensorRT engine built from the
   ``.onnx`` file (cached on disk), run on torch CUDA tensors on the current stream.
-- ``"auto"``: the fastest runtime available for the device and the source: an ``.engine``
-  file -> TensorRT; an ``.onnx`` file -> TensorRT on CUDA when the ``tensorrt`` package is
-  installed, else ONNX Runtime; a torch checkpoint -> TensorRT on CUDA when installed (the
-  exported ONNX and the engine are cached), else torch (exporting a checkpoint costs tens of
-  seconds, so on CPU export it once with ``desra-fast export`` and load the ``.onnx``).
+- ``"openvino"`` (:mod:`desra_fast.runtime.openvino`): OpenVINO on the CPU, from a torch model
+  (converted once, the IR cached on disk), an ``.onnx`` file or an OpenVINO IR (``.xml`` +
+  ``.bin``, written by ``desra-fast export --format openvino``); ``precision="fp32"`` always
+  sets the f32 inference precision hint, ``"bf16"`` the bf16 hint (``pip install
+  'desra_fast[openvino]'``).
+- ``"auto"``: the fastest *exact* runtime available for the device and the source: an
+  ``.engine`` file -> TensorRT; an ``.xml`` IR -> OpenVINO; on CUDA, TensorRT when the
+  ``tensorrt`` package is installed; on CPU with an fp32 (or unspecified) precision, OpenVINO
+  when installed (the fastest exact CPU runtime measured: ``benchmarks/RESULTS_RUNTIMES.md``)
+  for an ``.onnx`` file and for a checkpoint whose network translates directly to OpenVINO
+  (:mod:`.openvino_graph`: RRDBNet, SRMD and other plain convolutional nets, in milliseconds);
+  else ONNX Runtime for an ``.onnx`` file and torch for a checkpoint (``openvino.convert_model``
+  of other networks, e.g. SegFormer, costs tens of seconds: export once with ``desra-fast
+  export --format openvino`` and load the ``.xml``). A precision other than fp32 is never
+  chosen by ``auto`` (a non-fp32 request on CPU keeps torch, whose ``upscale(precision=...)``
+  applies it).
 
 An explicitly requested runtime that cannot run raises :class:`RuntimeUnavailableError` with
 the reason; nothing falls back silently.
@@ -38,7 +49,7 @@ __all__ = [
     "read_onnx_metadata", "prepare_model",
 ]
 
-RUNTIMES = ("auto", "torch", "onnxruntime", "tensorrt")
+RUNTIMES = ("auto", "torch", "onnxruntime", "tensorrt", "openvino")
 
 #: Metadata key holding the JSON model description written by :func:`desra_fast.export.to_onnx`.
 META_KEY = ONNX_META_KEY
@@ -67,27 +78,36 @@ def runtime_status(runtime: str, device="cpu") -> Tuple[bool, str]:
         from .tensorrt import trt_status
 
         return trt_status(dev)
+    if runtime == "openvino":
+        from .openvino import ov_status
+
+        return ov_status(dev)
     raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
 
 
 def source_kind(source) -> str:
-    """``"onnx"``, ``"engine"`` or ``"torch"`` (anything else: a checkpoint the loader reads)."""
+    """``"onnx"``, ``"engine"``, ``"ir"`` (OpenVINO ``.xml``) or ``"torch"`` (anything else: a
+    checkpoint the loader reads)."""
     if isinstance(source, (str, os.PathLike)):
         suffix = Path(source).suffix.lower()
         if suffix == ".onnx":
             return "onnx"
+        if suffix == ".xml":
+            return "ir"
         if suffix in (".engine", ".plan", ".trt"):
             return "engine"
     return "torch"
 
 
-def resolve_runtime(runtime: str, device="cpu", *, source: str = "torch") -> str:
+def resolve_runtime(runtime: str, device="cpu", *, source: str = "torch", precision: Optional[str] = None) -> str:
     """The concrete runtime for a request: ``auto`` resolved, an explicit one checked.
 
     Args:
         runtime: one of :data:`RUNTIMES`.
         device: where the model runs.
-        source: what is loaded: ``"torch"`` (a checkpoint), ``"onnx"`` or ``"engine"``.
+        source: what is loaded: ``"torch"`` (a checkpoint), ``"onnx"``, ``"engine"`` or ``"ir"``.
+        precision: the precision asked for (None or ``"fp32"``: exact); ``auto`` picks
+            OpenVINO on CPU only for fp32.
 
     Raises:
         ValueError: unknown runtime, or one that cannot read this kind of source.
@@ -99,6 +119,11 @@ def resolve_runtime(runtime: str, device="cpu", *, source: str = "torch") -> str
     if runtime == "auto":
         if source == "engine":
             runtime = "tensorrt"
+        elif source == "ir":
+            runtime = "openvino"
+        elif (dev.type == "cpu" and precision in (None, "fp32", "float32")
+              and runtime_status("openvino", dev)[0]):
+            runtime = "openvino"
         elif dev.type == "cuda" and runtime_status("tensorrt", dev)[0]:
             runtime = "tensorrt"
         elif source == "onnx":
@@ -107,9 +132,11 @@ def resolve_runtime(runtime: str, device="cpu", *, source: str = "torch") -> str
             runtime = "torch"
     if source == "engine" and runtime != "tensorrt":
         raise ValueError(f"a TensorRT engine file runs only with runtime='tensorrt' (got {runtime!r})")
+    if source == "ir" and runtime != "openvino":
+        raise ValueError(f"an OpenVINO IR (.xml) runs only with runtime='openvino' (got {runtime!r})")
     if source == "onnx" and runtime == "torch":
         raise ValueError("an .onnx file cannot run with runtime='torch'; load the checkpoint it was "
-                         "exported from, or use runtime='onnxruntime' / 'tensorrt'")
+                         "exported from, or use runtime='onnxruntime' / 'tensorrt' / 'openvino'")
     ok, why = runtime_status(runtime, dev)
     if not ok:
         raise RuntimeUnavailableError(f"runtime={runtime!r} cannot run on {dev}: {why}")
@@ -133,6 +160,10 @@ def make_runner(onnx_path, runtime: str, device="cpu", *, meta: Optional[dict] =
         A callable ``runner(x: Tensor[N, C, H, W] float32) -> Tensor`` on ``device``.
     """
     dev = _device(device)
+    if runtime == "openvino":
+        from .openvino import OpenVINORunner
+
+        return OpenVINORunner(onnx_path, precision=precision or "fp32", threads=options.get("threads"))
     if runtime == "onnxruntime":
         from .onnxruntime import OnnxRuntimeRunner
 
@@ -145,7 +176,7 @@ def make_runner(onnx_path, runtime: str, device="cpu", *, meta: Optional[dict] =
         engine = engine_for(onnx_path, device=dev, precision=precision, meta=meta,
                             **{k: v for k, v in options.items() if k != "fallback_onnx"})
         return TensorRTRunner(engine, device=dev, fallback_onnx=options.get("fallback_onnx"))
-    raise ValueError(f"make_runner: runtime must be 'onnxruntime' or 'tensorrt', got {runtime!r}")
+    raise ValueError(f"make_runner: runtime must be 'onnxruntime', 'tensorrt' or 'openvino', got {runtime!r}")
 
 
 def prepare_model(source, *, kind: str, runtime: str = "auto", device="cpu",
@@ -160,14 +191,21 @@ def prepare_model(source, *, kind: str, runtime: str = "auto", device="cpu",
         device: where the model runs.
         load_torch: for torch sources and a non-torch runtime: returns the loaded model (with
             ``.module`` and ``.info``) so it can be exported (the export is cached on disk).
-        precision: TensorRT precision (``"fp32"``, ``"fp16"``, ``"bf16"``).
+        precision: TensorRT engine precision or OpenVINO inference precision hint (``"fp32"``,
+            ``"fp16"``, ``"bf16"``); None = fp32 (OpenVINO) / the file's own (TensorRT).
 
     Returns:
         ``(runtime, info, runner)``: the resolved runtime; for a file source the ``info`` dict
         stored in it (else None); the runner, or None when torch runs the module itself.
     """
     src = source_kind(source)
-    rt = resolve_runtime(runtime, device, source=src)
+    rt = resolve_runtime(runtime, device, source=src, precision=precision)
+    if src == "ir":
+        from .openvino import OpenVINORunner, read_ir
+
+        ovm, meta = read_ir(source)
+        _check_kind(source, meta, kind)
+        return rt, meta["info"], OpenVINORunner(ovm, precision=precision or "fp32", name=str(source), **options)
     if src == "engine":
         from .tensorrt import read_engine_metadata
 
@@ -185,6 +223,17 @@ def prepare_model(source, *, kind: str, runtime: str = "auto", device="cpu",
     from ..export import cached_onnx
 
     model = load_torch()
+    if rt == "openvino":
+        from .openvino import OpenVINORunner, cached_ir, translated
+
+        graph = translated(model)
+        if graph is None and runtime == "auto":
+            # openvino.convert_model costs tens of seconds: auto does not pay it behind the
+            # user's back (export once with `desra-fast export --format openvino`, load the .xml).
+            return "torch", None, None
+        name = str((getattr(model, "info", None) or {}).get("source", "model"))
+        return rt, None, OpenVINORunner(graph if graph is not None else cached_ir(model),
+                                        precision=precision or "fp32", name=name, **options)
     fp32 = cached_onnx(model, precision="fp32")
     if rt == "tensorrt" and precision in ("fp16", "bf16"):
         from .tensorrt import weak_typing

@@ -135,8 +135,24 @@ def default_threads() -> int:
 
 
 # ---------------------------------------------------------------------------- IR files
+def translated(model):
+    """The direct ``openvino.Model`` of a loaded model's plain convolutional network
+    (:func:`desra_fast.runtime.openvino_graph.translate`: milliseconds), or None."""
+    import torch
+
+    from ..export import _in_channels
+    from .openvino_graph import translate
+
+    _ov()
+    module = getattr(model, "module", None)
+    if not isinstance(module, torch.nn.Module):
+        return None
+    return translate(module.eval(), _in_channels(model, module, dict(getattr(model, "info", None) or {})))
+
+
 def _convert(model, kind: str):
-    """``openvino.Model`` of a loaded torch model (dynamic batch, height and width)."""
+    """``openvino.Model`` of a loaded torch model (dynamic batch, height and width): the direct
+    translation when it applies, else ``openvino.convert_model``."""
     import torch
 
     from ..export import _EXAMPLE_SIDE, _in_channels, _kind_of
@@ -147,6 +163,9 @@ def _convert(model, kind: str):
     if not isinstance(module, torch.nn.Module):
         raise ValueError("OpenVINO conversion needs the torch module of the model (a model loaded from an "
                          "exported file has none: load the exported file with runtime='openvino' instead)")
+    direct = translated(model)
+    if direct is not None:
+        return direct
     cin = _in_channels(model, module, dict(getattr(model, "info", None) or {}))
     side = _EXAMPLE_SIDE.get(kind, 32)
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
@@ -266,7 +285,8 @@ def read_ir_metadata(path: Union[str, os.PathLike]) -> Dict[str, Any]:
 
 
 def cached_ir(model, *, directory: Optional[Union[str, os.PathLike]] = None) -> Path:
-    """The IR of a loaded torch model in the cache (converted once, then reused by every process).
+    """The IR of a loaded torch model in the cache (converted once, then reused by every process;
+    for networks :func:`translated` handles, translating again is as fast as reading the IR).
 
     The name is keyed like :func:`desra_fast.export.cached_onnx` (the model's ``.info`` with its
     source SHA-256, or its weights; desra_fast and torch versions) plus the OpenVINO version.
@@ -300,7 +320,7 @@ class OpenVINORunner:
     Attributes:
         precision (the requested one), hint, effective_precision (what OpenVINO compiled: e.g.
         ``"f32"`` for a bf16 request on a CPU without bf16), config (the compile properties),
-        load_seconds.
+        load_seconds, loaded_from_cache (the compiled blob came from :func:`ov_cache_dir`).
 
     Call:
         ``runner(x)`` with ``x`` a (N, C, H, W) float CPU tensor -> (N, C', H', W') float32
@@ -351,6 +371,10 @@ class OpenVINORunner:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise RuntimeError(f"{self.name}: OpenVINO could not compile the model for the CPU with "
                                f"{self.config}: {msg}") from None
+        try:
+            self.loaded_from_cache = bool(self.compiled.get_property("LOADED_FROM_CACHE"))
+        except Exception:  # noqa: BLE001 - a plugin without the property
+            self.loaded_from_cache = False
         got = self.compiled.get_property("INFERENCE_PRECISION_HINT")     # an openvino.Type
         self.effective_precision = got.to_string() if hasattr(got, "to_string") else str(got)
         if self.effective_precision != self.hint:
