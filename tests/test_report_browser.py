@@ -179,10 +179,9 @@ def test_run_report_in_chromium(browser, run_dir, tmp_path):
     _key(d, "\n")
     assert d.find_element("id", "detail").is_displayed()
     assert _visible_images_decoded(d) >= 2
+    _screenshot(d, tmp_path, "report_detail.png")
     for kind in ("gan-mse", "gan-fix", "crop-gan-mse"):
         _slider_changes_picture(d, kind)
-    d.execute_script("window.scrollTo(0, 0); document.getElementById('detail').scrollTo(0, 0)")
-    _screenshot(d, tmp_path, "report_detail.png")
     _key(d, "\ue00c")  # Escape
     assert not d.find_element("id", "detail").is_displayed()
     _page_clean(d)
@@ -292,10 +291,10 @@ def test_demo_run_report_in_chromium(browser, tmp_path, monkeypatch):
     assert _visible_images_decoded(d) >= len(ranking)
     _screenshot(d, tmp_path, "report_demo_run.png")
     d.find_elements("css selector", ".card .open")[0].click()
+    assert _visible_images_decoded(d) >= 2
+    _screenshot(d, tmp_path, "report_demo_detail.png")
     _slider_changes_picture(d, "gan-mse")
     _slider_changes_picture(d, "crop-gan-fix")
-    d.execute_script("document.getElementById('detail').scrollTo(0, 0)")
-    _screenshot(d, tmp_path, "report_demo_detail.png")
     d.find_element("id", "close-detail").click()
     assert (_download(d, "dl-train"), _download(d, "dl-val")) == \
         ((tmp_path / "l" / "train.txt").read_bytes(), (tmp_path / "l" / "val.txt").read_bytes())

@@ -116,7 +116,7 @@ function closeDetail() { detail.hidden = true; history.replaceState(null, "", "#
 function renderDetail() {
   const it = ITEMS[current], d = it.d || {};
   const m = marks[it.lr];
-  const zoom = (cr) => Math.max(1, Math.min(4, Math.floor(360 / Math.max(1, cr.w, cr.h))));
+  const zoom = (cr) => Math.max(1, Math.min(4, Math.floor(540 / Math.max(1, cr.w, cr.h))));  // whole pixels
   detail.replaceChildren(...[
     el("div", {cls: "toolbar"},
       el("button", {text: "← previous (k)", on: {click: () => { setCurrent(current - 1); renderDetail(); }}}),
