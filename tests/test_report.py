@@ -254,3 +254,17 @@ def test_eval_report(tmp_path, capsys):
     (ev / "report.json").write_text("{\"per_image\": [", "utf-8")
     assert main(["report", "--eval", str(ev)]) == 1
     assert "unreadable" in capsys.readouterr().err
+
+
+def test_page_data_cannot_break_out():
+    """Data and title reach the page as inert text, whatever they hold."""
+    from desra_fast.report.site import render_page, script_json
+
+    nasty = ["</script><script>window.pwned=1</script>", "\u2028\u2029", "\udcff lone surrogate", "@DATA@",
+             "/*@PAGE_JS@*/", "a & b <!--", float("nan")]
+    text = script_json(nasty)
+    assert text.isascii() and not set("<>&") & set(text)
+    assert json.loads(text)[:6] == nasty[:6] and json.loads(text)[6] is None
+    page = render_page("</title><script>window.pwned=1</script> @DATA@ /*@CSS@*/", "eval.js", {"x": nasty})
+    assert page.count("<script") == 3 and "window.pwned=1</script>" not in page
+    assert "&lt;/title&gt;&lt;script&gt;window.pwned=1&lt;/script&gt; @DATA@ /*@CSS@*/" in page

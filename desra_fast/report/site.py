@@ -56,16 +56,15 @@ def clean_json(obj):
 
 
 def script_json(obj) -> str:
-    """JSON safe inside a ``<script>`` element or a ``.js`` file: ``<``, ``>``, ``&``, U+2028
-    and U+2029 escaped, so no string of the data can end the element or start markup."""
+    """JSON safe inside a ``<script>`` element or a ``.js`` file: ``<``, ``>``, ``&`` and every
+    non-ASCII character escaped, so no string of the data can end the element or start markup."""
+    # ensure_ascii: non-ASCII as \uXXXX, so U+2028/U+2029 and names that are not valid Unicode
+    # (lone surrogates from undecodable file names) are written too.
     try:
-        text = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = json.dumps(obj, allow_nan=False, separators=(",", ":"))
     except ValueError:  # NaN or inf somewhere: the slower cleaning pass
-        text = json.dumps(clean_json(obj), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
-                    ("\u2029", "\\u2029")):
-        text = text.replace(ch, esc)
-    return text
+        text = json.dumps(clean_json(obj), allow_nan=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def render_page(title: str, page_js: str, data) -> str:
@@ -73,17 +72,18 @@ def render_page(title: str, page_js: str, data) -> str:
 
     ``title`` is HTML-escaped here; ``data`` goes through :func:`script_json`."""
     import html
+    import re
 
-    return (template("page.html")
-            .replace("@TITLE@", html.escape(title))
-            .replace("/*@CSS@*/", template("style.css"))
-            .replace("/*@COMMON_JS@*/", template("common.js"))
-            .replace("/*@PAGE_JS@*/", template(page_js))
-            .replace("@DATA@", script_json(data)))
+    parts = {"@TITLE@": html.escape(title), "/*@CSS@*/": template("style.css"),
+             "/*@COMMON_JS@*/": template("common.js"), "/*@PAGE_JS@*/": template(page_js),
+             "@DATA@": script_json(data)}
+    # one pass: a placeholder-like string inside a title or the data is never substituted
+    return re.sub("|".join(re.escape(k) for k in parts), lambda m: parts[m.group(0)], template("page.html"))
 
 
 def write_text(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"), fsync=False)
+    # "replace": a folder name that is not valid Unicode (in the page title) cannot stop the report
+    write_bytes_atomic(path, text.encode("utf-8", "replace"), fsync=False)
 
 
 def save_picture(path: Path, rgb: np.ndarray, *, max_side: Optional[int] = None, quality: int = 90) -> list:
