@@ -203,6 +203,21 @@ def test_50000_lines_under_20s_ranked_as_select(tmp_path):
     assert len(rows) == 50_000 and data["chunks"] == 10
     assert [r[1] for r in rows[:200]] == ranking
     assert sum(data["hist"]["fraction"]["counts"]) == data["counts"]["with_artifacts"]
+    last = {}
+    for ln in (run / "manifest.jsonl").read_text("utf-8").splitlines():
+        try:
+            last[json.loads(ln)["path"]] = json.loads(ln)
+        except ValueError:
+            pass
+    areas = [a for r in last.values() if r.get("error") is None and (r.get("regions") or 0) > 0 for a in r["areas"]]
+    assert sum(data["hist"]["area"]["counts"]) == len(areas)
+    # the documented bins: 4 a decade, bin k holds 10^(k/4) <= area < 10^((k+1)/4)
+    edges, counts = data["hist"]["area"]["edges"], data["hist"]["area"]["counts"]
+    import math
+
+    ks = [math.floor(math.log10(a) * 4) for a in areas]
+    assert counts == [ks.count(k) for k in range(min(ks), max(ks) + 1)]
+    assert edges[0] == pytest.approx(10 ** (min(ks) / 4)) and len(edges) == len(counts) + 1
     print(f"report of 50,000 lines: {seconds:.2f} s")
 
 
@@ -268,3 +283,30 @@ def test_page_data_cannot_break_out():
     page = render_page("</title><script>window.pwned=1</script> @DATA@ /*@CSS@*/", "eval.js", {"x": nasty})
     assert page.count("<script") == 3 and "window.pwned=1</script>" not in page
     assert "&lt;/title&gt;&lt;script&gt;window.pwned=1&lt;/script&gt; @DATA@ /*@CSS@*/" in page
+
+
+def test_ade20k_classes_of_the_regions(run_dir, tmp_path):
+    import shutil
+
+    from desra_fast.weights import class_names
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "seg").mkdir()
+    expect = {}
+    for i, rec in enumerate(r for r in map(json.loads, (run / "manifest.jsonl").read_text("utf-8").splitlines())
+                            if r["regions"]):
+        key = rec["path"][len("masks/"):-len(".png")]
+        mask = cv2.imread(str(run / "masks" / f"{key}.png"), cv2.IMREAD_GRAYSCALE) > 0
+        labels = np.full(mask.shape, 2, np.uint8)  # sky
+        labels[:, : mask.shape[1] // 2] = 12 + i  # left half: another class per image
+        p = run / "seg" / f"{key}.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(cv2.imencode(".png", labels)[1].tobytes())
+        for lab in (2, 12 + i):
+            px = int((mask & (labels == lab)).sum())
+            if px:
+                expect[class_names()[lab]] = expect.get(class_names()[lab], 0) + px
+    data = page_data(build_run_report(run, tmp_path / "site", top=10).index)
+    assert data["has_seg"] and dict(data["classes"]) == expect
+    assert [px for _, px in data["classes"]] == sorted(expect.values(), reverse=True)
