@@ -4,9 +4,10 @@
 
 - :func:`mmseg_filter_fn`: mmsegmentation 0.x / 1.x (``backbone.layers.{i}.{0,1,2}...``,
   ``decode_head.{convs, fusion_conv, conv_seg}``; fused ``in_proj`` q/k/v split into q and kv);
-- :func:`hf_filter_fn`: Hugging Face transformers 4.x names (``segformer.encoder.block.*``) are
-  first renamed to 5.x names (``segformer.stages.*``, the renaming transformers 5 applies when
-  loading old files), then 5.x names to ours (k and v projections concatenated into kv).
+- :func:`hf_filter_fn`: Hugging Face names, in two steps: :func:`hf4_filter_fn` renames
+  transformers 4.x names (``segformer.encoder.block.*``) to 5.x names (``segformer.stages.*``,
+  the renaming transformers 5 applies when loading old files), :func:`hf5_filter_fn` renames 5.x
+  names to ours (k and v projections concatenated into kv).
 
 :func:`detect_family` tells the families apart; :func:`state_dict_of` takes the state dict out
 of an mmseg ``{'meta', 'state_dict'}`` checkpoint.
@@ -21,7 +22,7 @@ import torch
 
 from .checkpoint import CheckpointError
 
-__all__ = ["mmseg_filter_fn", "hf_filter_fn", "detect_family", "state_dict_of", "FILTERS"]
+__all__ = ["mmseg_filter_fn", "hf_filter_fn", "hf4_filter_fn", "hf5_filter_fn", "detect_family", "state_dict_of"]
 
 
 _MM_RULES = [
@@ -123,6 +124,13 @@ def mmseg_filter_fn(sd: Dict[str, Any]) -> Tuple[Dict[str, Any], List[str]]:
 
 def hf_filter_fn(sd: Dict[str, Any]) -> Tuple[Dict[str, Any], List[str], str]:
     """HF 4.x / 5.x names -> ours: ``(renamed state dict, keys not recognised, "4.x" | "5.x")``."""
+    v5, names = hf4_filter_fn(sd)
+    out, unexpected = hf5_filter_fn(v5)
+    return out, unexpected, names
+
+
+def hf4_filter_fn(sd: Dict[str, Any]) -> Tuple[Dict[str, Any], str]:
+    """transformers 4.x names -> 5.x names (5.x keys pass unchanged): ``(state dict, "4.x" | "5.x")``."""
     names = "5.x"
     v5 = {}
     for k, t in sd.items():
@@ -137,6 +145,12 @@ def hf_filter_fn(sd: Dict[str, Any]) -> Tuple[Dict[str, Any], List[str], str]:
         if not new.startswith(("segformer.", "decode_head.")) and new.startswith("stages."):
             new = "segformer." + new  # a SegformerModel saved without the task prefix
         v5[new] = t
+    return v5, names
+
+
+def hf5_filter_fn(v5: Dict[str, Any]) -> Tuple[Dict[str, Any], List[str]]:
+    """transformers 5.x names -> ours (k and v projections concatenated into kv):
+    ``(renamed state dict, keys not recognised)``."""
     out, unexpected, kv = {}, [], {}
     for k, t in v5.items():
         m = _HF_KV.match(k)
@@ -154,7 +168,7 @@ def hf_filter_fn(sd: Dict[str, Any]) -> Tuple[Dict[str, Any], List[str], str]:
             continue  # reported as a missing attn.kv key
         if which == "k":
             out[f"backbone.stages.{i}.blocks.{j}.attn.kv.{kind}"] = torch.cat([t, other], 0)
-    return out, unexpected, names
+    return out, unexpected
 
 
 def detect_family(sd: Dict[str, Any]) -> str:
@@ -187,8 +201,3 @@ def state_dict_of(obj: Any, path: Path) -> Tuple[Dict[str, Any], dict]:
             raise CheckpointError(f"{path}: state dict entry {k!r} is not a tensor")
         sd[k[7:] if k.startswith("module.") else k] = v
     return sd, meta if isinstance(meta, dict) else {}
-
-
-
-#: family -> its filter function.
-FILTERS = {"mmseg": mmseg_filter_fn, "hf": hf_filter_fn}
