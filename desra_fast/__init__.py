@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 
 
 _LAZY = {"load_sr": "models", "SRModel": "models", "load_segmenter": "models", "Segmenter": "models",
-         "calibrate_weights": "calibrate", "to_onnx": "export"}   # torch-backed: imported on first use
+         "calibrate_weights": "calibrate", "to_onnx": "export", "Upscaler": "models.upscaler"}   # torch-backed: imported on first use
 
 
 def __getattr__(name: str):
@@ -50,5 +50,5 @@ __all__ = [
     "detect", "d_map", "threshold", "erode", "dilate", "fill_holes", "filter_components",
     "postprocess", "load_weights", "class_names", "cpu_info", "cuda_available", "cuda_status",
     "set_num_threads", "get_num_threads", "HALO", "__version__",
-    "pseudo_gt", "repair", "load_segmenter", "Segmenter", "calibrate_weights", "to_onnx",
+    "pseudo_gt", "repair", "Upscaler", "load_segmenter", "Segmenter", "calibrate_weights", "to_onnx",
 ]

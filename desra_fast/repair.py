@@ -205,4 +205,16 @@ def _alpha_torch(mk):
     return mk != 0
 
 
-__all__ = ["pseudo_gt", "repair", "feather_mask"]
+def repair_stats(mask: np.ndarray, feather: int = 0) -> dict:
+    """Manifest figures of one repair: ``replaced_px`` (pixels set to MSE-SR), ``blended_px``
+    (pixels of the feathered edge, partly MSE-SR), ``replaced_fraction`` of the image."""
+    m = np.asarray(mask, bool)
+    replaced = int(m.sum())
+    blended = 0
+    if feather and replaced:
+        soft = feather_mask(m[None, :, :, None].astype(np.float32), int(feather))
+        blended = int(((soft[0, :, :, 0] > 0) & ~m).sum())
+    return {"replaced_px": replaced, "blended_px": blended, "replaced_fraction": replaced / max(m.size, 1)}
+
+
+__all__ = ["pseudo_gt", "repair", "feather_mask", "repair_stats"]

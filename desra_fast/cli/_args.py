@@ -35,6 +35,22 @@ def positive_int(text: str) -> int:
     return v
 
 
+def tile_size(text: str):
+    """A tile size in LR pixels (>= 0) or ``auto`` (``--tile``)."""
+    return "auto" if text.strip().lower() == "auto" else non_negative_int(text)
+
+
+def memory_size(text: str) -> str:
+    """A memory size such as ``512M`` or ``4G`` (``--max-memory``); kept as text for the settings."""
+    from ..models.tiling import parse_memory
+
+    try:
+        parse_memory(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def ratio(text: str) -> float:
     """A float in [0, 1]."""
     v = finite_float(text)

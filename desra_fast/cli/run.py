@@ -32,11 +32,19 @@ def add_arguments(parser) -> None:
                         help="SR precision (default auto: fp16 on CUDA, fp32 on CPU)")
     parser.add_argument("--tile", type=non_negative_int, default=0,
                         help="SR tile size in LR pixels (default 0: untiled up to 1 MP of LR, tiles of 512 above)")
-    parser.add_argument("--tile-pad", type=non_negative_int, default=10, help="context around each tile (default 10)")
+    parser.add_argument("--tile-pad", type=non_negative_int, default=None,
+                        help="context around each tile (default: the model's measured seam-free context and "
+                        "blended overlap, 32 + 16 px for RRDBNet; a value given here is Real-ESRGAN's "
+                        "crop-only tiling)")
     parser.add_argument("--batch", type=positive_int, default=1, help="same-size images per model call (default 1)")
     parser.add_argument("--save-sr", choices=("none", "png", "jpg", "webp"), default="none",
                         help="keep the SR pair in OUT/gan/ and OUT/mse/ (default none: ~20 MB per image as PNG)")
     parser.add_argument("--overlay", action="store_true", help="also write OUT/overlays/<path>.jpg")
+    parser.add_argument("--save-repaired", choices=("none", "png", "jpg", "webp"), default="none",
+                        help="write OUT/repaired/<path>: GAN-SR with the detected regions replaced by MSE-SR "
+                        "(default none)")
+    parser.add_argument("--feather", type=non_negative_int, default=0,
+                        help="soft edge of --save-repaired in output px (fades out within 2x this; default 0)")
     parser.add_argument("--only", metavar="LIST", default=None,
                         help="process only the images of this list (one relative path per line, e.g. "
                         "train.txt of desra-fast select)")
@@ -55,14 +63,16 @@ def run(args, parser) -> int:
     from ..pipeline import run as run_pipeline
 
     job = PipelineJob(PipelineConfig(args.lr, args.gan_model, args.mse_model, args.out, seg_model=args.seg_model,
-                                     save_sr=args.save_sr, overlay=args.overlay))  # names the summary's outputs
+                                     save_sr=args.save_sr, overlay=args.overlay,
+                                     save_repaired=args.save_repaired))  # names the summary's outputs
 
     def start():
         only = read_list(args.only) if args.only else None
         return run_pipeline(args.lr, args.gan_model, args.mse_model, args.out, seg_model=args.seg_model,
                             engine=args.engine, device=args.device, runtime=args.runtime, precision=args.precision,
                             tile=args.tile, tile_pad=args.tile_pad, batch=args.batch, save_sr=args.save_sr,
-                            overlay=args.overlay, only=only, limit=args.limit, threshold=args.threshold,
+                            overlay=args.overlay, save_repaired=args.save_repaired, feather=args.feather,
+                            only=only, limit=args.limit, threshold=args.threshold,
                             area_threshold=args.area_threshold, window=args.window, backend=args.backend,
                             ray_address=args.ray_address, ray_actors=args.ray_actors, **vars(run_options(args)))
 

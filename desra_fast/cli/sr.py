@@ -1,7 +1,7 @@
 """``desra-fast sr``: upscale a file or a folder with one SR model (Real-ESRGAN's flags; resumable)."""
 from __future__ import annotations
 
-from ._args import non_negative_int
+from ._args import finite_float, memory_size, non_negative_int, tile_size
 from ._jobs import add_job_arguments, run_and_report, run_options
 
 NAME = "sr"
@@ -34,9 +34,29 @@ def add_arguments(parser) -> None:
     parser.add_argument("-s", "--outscale", type=_outscale, default=None,
                         help="final upsampling scale (default: the model's; others resize its output, Lanczos)")
     parser.add_argument("--suffix", default="out", help="suffix of the output names (default out; '' for none)")
-    parser.add_argument("-t", "--tile", type=non_negative_int, default=0, help="tile size, 0 for no tiling (default 0)")
-    parser.add_argument("--tile-pad", "--tile_pad", dest="tile_pad", type=non_negative_int, default=10,
-                        help="tile padding (default 10)")
+    parser.add_argument("-t", "--tile", type=tile_size, default=0,
+                        help="tile size in LR px, 0 for no tiling, 'auto' for the largest that fits --max-memory "
+                        "(default 0)")
+    parser.add_argument("--tile-pad", "--tile_pad", dest="tile_pad", type=non_negative_int, default=None,
+                        help="context around each tile (default: the model's measured seam-free context and "
+                        "blended overlap, 32 + 16 px for RRDBNet; a value given here is Real-ESRGAN's "
+                        "crop-only tiling)")
+    parser.add_argument("--max-memory", type=memory_size, default=None, metavar="SIZE",
+                        help="memory budget of --tile auto, e.g. 512M, 4G (default 2G on CPU, 80%% of the free "
+                        "GPU memory on CUDA)")
+    rep_ = parser.add_argument_group("artifact repair (DeSRA)")
+    rep_.add_argument("--repair", action="store_true",
+                      help="also run --mse-model, detect the GAN artifacts and write GAN-SR with them replaced "
+                      "by MSE-SR")
+    rep_.add_argument("--mse-model", default=None, metavar="PATH",
+                      help="the pixel-loss model of --model (file or packaged name such as srmd-x4)")
+    rep_.add_argument("--feather", type=non_negative_int, default=0,
+                      help="soft edge in output px grown around the replaced regions (default 0)")
+    rep_.add_argument("--seg-model", default=None, metavar="PATH",
+                      help="ADE20K segmentation model weighting the detection per class (default none)")
+    rep_.add_argument("--threshold", type=finite_float, default=0.7, help="D' below this is suspicious (default 0.7)")
+    rep_.add_argument("--area-threshold", type=non_negative_int, default=4000,
+                      help="keep regions of more output pixels than this (default 4000)")
     parser.add_argument("--pre-pad", "--pre_pad", dest="pre_pad", type=non_negative_int, default=None,
                         help="pre-padding of the image (default: the model's, 10 for RRDBNet as the ncnn "
                         "tools; Real-ESRGAN's script defaults to 0)")
@@ -76,7 +96,9 @@ def run(args, parser) -> int:
     job = SRJob(args.input, args.output, args.model, outscale=args.outscale, tile=args.tile, tile_pad=args.tile_pad,
                 pre_pad=args.pre_pad, precision=precision,
                 alpha_upsampler="model" if args.alpha_upsampler == "realesrgan" else "bilinear",
-                ext=args.ext, suffix=args.suffix, device=device, runtime=args.runtime)
+                ext=args.ext, suffix=args.suffix, device=device, runtime=args.runtime, max_memory=args.max_memory,
+                mse_model=args.mse_model, repair=args.repair, feather=args.feather, seg_model=args.seg_model,
+                threshold=args.threshold, area_threshold=args.area_threshold)
     if args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
     from ..jobs import run_job

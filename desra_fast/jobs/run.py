@@ -24,6 +24,7 @@ from .sources import file_fingerprint, resolve_model
 from .store import JobError
 
 MASK_DIR, GAN_DIR, MSE_DIR, SEG_DIR, OVERLAY_DIR = "masks", "gan", "mse", "seg", "overlays"
+REPAIRED_DIR = "repaired"
 SR_FORMATS = ("none", "png", "jpg", "webp")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
@@ -51,10 +52,12 @@ class PipelineConfig:
     runtime: str = "auto"
     precision: str = "auto"
     tile: int = 0
-    tile_pad: int = 10
+    tile_pad: Optional[int] = None
     batch: int = 1
     save_sr: str = "none"
     overlay: bool = False
+    save_repaired: str = "none"
+    feather: int = 0
     only: Optional[Sequence[str]] = None
     limit: Optional[int] = None
     threshold: float = 0.7
@@ -72,8 +75,10 @@ class PipelineConfig:
         return {"gan_model": file_fingerprint(self.gan_model), "mse_model": file_fingerprint(self.mse_model),
                 "seg_model": file_fingerprint(self.seg_model) if self.seg_model else None,
                 "runtime": self.runtime, "precision": self.resolved_precision(), "tile": int(self.tile),
-                "tile_pad": int(self.tile_pad), "threshold": float(self.threshold),
-                "area_threshold": int(self.area_threshold), "window": self.window}
+                "tile_pad": None if self.tile_pad is None else int(self.tile_pad), "threshold": float(self.threshold),
+                "area_threshold": int(self.area_threshold), "window": self.window,
+                # only when used, so that runs without repaired outputs resume with the same settings
+                **({"repair_feather": int(self.feather)} if self.save_repaired != "none" else {})}
 
 
 def select_keys(found: Dict[str, List[str]], only: Optional[Sequence[str]], limit: Optional[int]) -> List[str]:
@@ -139,6 +144,10 @@ class PipelineJob(FolderJob):
             raise JobError(f"--seg-model {cfg.seg_model}: no such file")
         if cfg.save_sr not in SR_FORMATS:
             raise JobError(f"--save-sr must be one of {SR_FORMATS}, got {cfg.save_sr!r}")
+        if cfg.save_repaired not in SR_FORMATS:
+            raise JobError(f"--save-repaired must be one of {SR_FORMATS}, got {cfg.save_repaired!r}")
+        if isinstance(cfg.feather, bool) or not isinstance(cfg.feather, int) or cfg.feather < 0:
+            raise JobError(f"--feather must be an integer >= 0, got {cfg.feather!r}")
         if cfg.precision not in PRECISIONS:
             raise JobError(f"--precision must be one of {PRECISIONS}, got {cfg.precision!r}")
         if cfg.limit is not None and cfg.limit < 0:
@@ -166,6 +175,8 @@ class PipelineJob(FolderJob):
                 outputs.append(f"{SEG_DIR}/{key}.png")
             if cfg.overlay:
                 outputs.append(f"{OVERLAY_DIR}/{key}.jpg")
+            if cfg.save_repaired != "none":
+                outputs.append(f"{REPAIRED_DIR}/{key}.{cfg.save_repaired}")
             outputs.append(f"{MASK_DIR}/{key}.png")
             err = f"ambiguous name: several files for {key}: {sorted(rels)}" if len(rels) > 1 else None
             items.append(Item(f"{MASK_DIR}/{key}.png", tuple(outputs), {"lr": rels[0]},
@@ -272,7 +283,7 @@ class PipelineJob(FolderJob):
             masks = masks.cpu().numpy() if hasattr(masks, "cpu") else np.asarray(masks)
             counts = counts.cpu().numpy() if hasattr(counts, "cpu") else np.asarray(counts)
             t["detect"] = time.perf_counter() - t0
-            need_sr = cfg.save_sr != "none" or cfg.overlay
+            need_sr = cfg.save_sr != "none" or cfg.overlay or cfg.save_repaired != "none"
             gan_np = _to_hwc(gan) if need_sr else None
             mse_np = _to_hwc(mse) if need_sr else None
             seg_np = labels.cpu().numpy().astype(np.uint8) if labels is not None and hasattr(labels, "cpu") else labels
@@ -305,6 +316,12 @@ class PipelineJob(FolderJob):
         files += encode_mask_outputs(result["mask"], gan, mse, item.key, overlay)
         mask = result["mask"]
         fields = {"size": list(mask.shape), **mask_stats(mask), "d": result["d"], "tile": result["tile"]}
+        if cfg.save_repaired != "none":
+            from ..repair import repair, repair_stats
+
+            fixed = repair(result["gan"], result["mse"], mask, feather=int(cfg.feather))
+            files.append((f"{REPAIRED_DIR}/{key}.{cfg.save_repaired}", encode_sr(fixed, cfg.save_repaired)))
+            fields.update(repair_stats(mask, int(cfg.feather)))
         fields["timings"] = dict(result["timings"], write=round(time.perf_counter() - t0, 6))
         return files, fields
 
@@ -319,6 +336,8 @@ class PipelineJob(FolderJob):
             lines.append(f"  SR pairs: {out}/{GAN_DIR}/, {out}/{MSE_DIR}/ (.{self.cfg.save_sr})")
         if self.cfg.seg_model:
             lines.append(f"  labels:   {out}/{SEG_DIR}/")
+        if self.cfg.save_repaired != "none":
+            lines.append(f"  repaired: {out}/{REPAIRED_DIR}/<relative path>.{self.cfg.save_repaired}")
         if self.cfg.overlay:
             lines.append(f"  overlays: {out}/{OVERLAY_DIR}/<relative path>.jpg")
         lines.append(f"  manifest: {out}/manifest.jsonl   (rank it: desra-fast select --run {out})")

@@ -28,21 +28,31 @@ class SRJob(FolderJob):
         output: output folder. model: anything :func:`desra_fast.models.load_sr` accepts.
         outscale: final scale (Lanczos resize of the model's output when it differs), None =
             the model's. tile, tile_pad, pre_pad, precision, alpha_upsampler: as
-            :meth:`~desra_fast.models.SRModel.enhance`. ext, suffix: output names.
+            :meth:`~desra_fast.models.SRModel.enhance` (``tile="auto"`` fits ``max_memory``).
+            ext, suffix: output names.
+        mse_model, repair, feather, seg_model, threshold, area_threshold: with ``repair=True``
+            every image is upscaled by both models and DeSRA's artifact regions of the GAN
+            output are replaced by the MSE-SR output (:class:`desra_fast.Upscaler`); the
+            manifest line gains ``replaced_px``, ``blended_px`` and ``replaced_fraction``.
     """
 
     name = "sr"
     noun = "image"
     task_max_items = 4
 
-    def __init__(self, input: str, output: str, model: str, *, outscale: Optional[float] = None, tile: int = 0,
-                 tile_pad: int = 10, pre_pad: Optional[int] = None, precision: str = "fp32",
+    def __init__(self, input: str, output: str, model: str, *, outscale: Optional[float] = None, tile=0,
+                 tile_pad: Optional[int] = None, pre_pad: Optional[int] = None, precision: str = "fp32",
                  alpha_upsampler: str = "model", ext: str = "auto", suffix: str = "out", device: str = "cpu",
-                 runtime: str = "auto"):
+                 runtime: str = "auto", max_memory: Optional[str] = None, mse_model: Optional[str] = None,
+                 repair: bool = False, feather: int = 0, seg_model: Optional[str] = None, threshold: float = 0.7,
+                 area_threshold: int = 4000):
         self.input, self.output, self.model_path = input, output, model
         self.outscale, self.tile, self.tile_pad, self.pre_pad = outscale, tile, tile_pad, pre_pad
         self.precision, self.alpha_upsampler, self.ext, self.suffix = precision, alpha_upsampler, ext, suffix
         self.device, self.runtime = device, runtime
+        self.max_memory, self.mse_model, self.repair, self.feather, self.seg_model = \
+            max_memory, mse_model, repair, feather, seg_model
+        self.detect_options = {"threshold": threshold, "area_threshold": area_threshold}
         self.model = None
 
     def validate(self) -> None:
@@ -53,6 +63,14 @@ class SRJob(FolderJob):
         from .sources import resolve_model
 
         self.model_path = resolve_model(self.model_path, "--model")
+        if not self.repair and (self.mse_model or self.seg_model or self.feather):
+            raise JobError("--mse-model, --seg-model and --feather belong to --repair")
+        if self.repair:
+            if not self.mse_model:
+                raise JobError("--repair needs --mse-model (the pixel-loss model whose output replaces the artifacts)")
+            self.mse_model = resolve_model(self.mse_model, "--mse-model")
+            if self.seg_model is not None and not os.path.isfile(self.seg_model) and not os.path.isdir(self.seg_model):
+                raise JobError(f"--seg-model {self.seg_model}: no such file or folder")
         if self.ext not in EXTS:
             raise JobError(f"--ext must be one of {EXTS}, got {self.ext!r}")
         if "/" in self.suffix or os.sep in self.suffix:
@@ -63,7 +81,13 @@ class SRJob(FolderJob):
 
         return {"model": file_fingerprint(self.model_path), "outscale": self.outscale, "tile": self.tile, "tile_pad": self.tile_pad,
                 "pre_pad": self.pre_pad, "precision": self.precision, "alpha_upsampler": self.alpha_upsampler,
-                "ext": self.ext, "suffix": self.suffix, "runtime": self.runtime}
+                "ext": self.ext, "suffix": self.suffix, "runtime": self.runtime,
+                # only present when used, so that earlier runs resume with the same settings
+                **({"max_memory": self.max_memory} if self.tile == "auto" else {}),
+                **({"repair": {"mse_model": file_fingerprint(self.mse_model), "feather": self.feather,
+                               **self.detect_options,
+                               "seg_model": file_fingerprint(self.seg_model) if self.seg_model else None}}
+                   if self.repair else {})}
 
     def plan(self) -> List[Item]:
         if os.path.isdir(self.input):
@@ -92,7 +116,22 @@ class SRJob(FolderJob):
         from ..models import load_sr
 
         try:
-            self.model = load_sr(self.model_path, device=self.device, runtime=self.runtime)
+            # On CPU the precision goes to the loader: auto keeps torch for a non-fp32 request and
+            # OpenVINO takes it as its inference hint (a runner's precision is fixed when built).
+            prec = ({"precision": self.precision}
+                    if str(self.device).startswith("cpu") and self.runtime in ("auto", "openvino") else {})
+            self.model = load_sr(self.model_path, device=self.device, runtime=self.runtime, **prec)
+            if self.repair:
+                from ..models.upscaler import Upscaler
+
+                seg = None
+                if self.seg_model:
+                    from ..models import load_segmenter
+
+                    seg = load_segmenter(self.seg_model, device=self.device, runtime=self.runtime)
+                mse = load_sr(self.mse_model, device=self.device, runtime=self.runtime)
+                self.upscaler = Upscaler(self.model, mse, seg, feather=self.feather, **self._sr_options(),
+                                         **self.detect_options)
         except Exception as exc:
             from .engine import describe
 
@@ -117,16 +156,29 @@ class SRJob(FolderJob):
         return {"size": list(data.shape[:2]), "mode": mode, "bits": 16 if data.dtype == np.uint16 else 8}
 
     def compute(self, items, datas):
+        if not self.repair:
+            return [self.model.enhance(d, self.outscale, alpha_upsampler=self.alpha_upsampler, **self._sr_options())
+                    for d in datas]
+        from ..repair import repair_stats
+
+        out = []
+        for d in datas:
+            fixed, mask = self.upscaler.upscale(d, self.outscale, alpha_upsampler=self.alpha_upsampler)
+            out.append((fixed, repair_stats(mask, self.feather)))
+        return out
+
+    def _sr_options(self) -> dict:
         # a runtime runner (ONNX Runtime, TensorRT) has its precision fixed when it is built
         prec = "fp32" if getattr(self.model, "runner", None) is not None else self.precision
-        return [self.model.enhance(d, self.outscale, tile=self.tile, tile_pad=self.tile_pad, pre_pad=self.pre_pad,
-                                   precision=prec, alpha_upsampler=self.alpha_upsampler) for d in datas]
+        return dict(tile=self.tile, tile_pad=self.tile_pad, pre_pad=self.pre_pad, precision=prec,
+                    max_memory=self.max_memory)
 
     def encode(self, item, data, result):
         import cv2
 
         out = item.outputs[-1]
         ext = out.rsplit(".", 1)[-1].lower()
+        result, extra = result if isinstance(result, tuple) else (result, {})
         img = result
         if img.ndim == 3 and img.shape[2] == 4:
             img = cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA)
@@ -139,7 +191,7 @@ class SRJob(FolderJob):
         ok, buf = cv2.imencode("." + ext, img)
         if not ok:
             raise ValueError(f"cannot encode the result as .{ext}")
-        return [(out, buf.tobytes())], {"output": out, "out_size": list(result.shape[:2])}
+        return [(out, buf.tobytes())], {"output": out, "out_size": list(result.shape[:2]), **extra}
 
     def summary_lines(self):
         return [f"  results:  {self.output}/", f"  manifest: {os.path.join(self.output, 'manifest.jsonl')}"]

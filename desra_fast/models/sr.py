@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import tiling
+
 from ..utils import file_sha256
 
 __all__ = ["SRModel", "load_sr", "RUNTIMES"]
@@ -109,6 +111,7 @@ class SRModel:
         self.stats = {"tiles": 0, "fp32_recomputed": 0}
         self._lock = threading.Lock()
         self._low: dict[torch.dtype, nn.Module] = {}
+        self._bytes_per_pixel: float | None = None
 
     def __repr__(self) -> str:
         keep = {k: v for k, v in self.info.items() if k not in ("source",)}
@@ -157,8 +160,9 @@ class SRModel:
 
     # ------------------------------------------------------------------ upscale
     @torch.no_grad()
-    def upscale(self, img, *, tile: int = 0, tile_pad: int = 10, pre_pad: int | None = None,
-                precision: str = "fp32", return_stats: bool = False):
+    def upscale(self, img, *, tile: int | str = 0, tile_pad: int | None = None, pre_pad: int | None = None,
+                precision: str = "fp32", return_stats: bool = False, overlap: int | None = None,
+                max_memory: int | str | None = None):
         """Upscale one image (numpy) or a batch (torch) with the reference tools' conventions.
 
         Input values are scaled to [0, 1] (uint8 / 255, uint16 / 65535, floats as given), the LR is
@@ -169,9 +173,19 @@ class SRModel:
         Args:
             img: numpy (H, W, 3) uint8 / uint16 / float in [0, 1], RGB; or torch (N, 3, H, W)
                 (or (3, H, W)) uint8 or float in [0, 1] on any device.
-            tile: tile size in LR pixels of the pre-padded image; 0 = whole image at once.
-                Activation memory is bounded by ``(tile + 2 * tile_pad)^2``, not the image.
-            tile_pad: context pixels added around each tile and cropped from its output.
+            tile: tile size in LR pixels of the pre-padded image; 0 = whole image at once;
+                ``"auto"``: the largest tile whose pass fits ``max_memory`` (0 when the whole
+                image fits; :func:`desra_fast.models.tiling.auto_tile`). Activation memory is
+                bounded by ``(tile + 2 * tile_pad + overlap)^2``, not the image.
+            tile_pad: context pixels run around the kept part of each tile and cropped from its
+                output. None (default): the architecture's measured default
+                (:data:`desra_fast.models.tiling.DEFAULT_TILING`: RRDBNet 32, SRMD 12).
+            overlap: width in LR pixels of the band centred on each tile border that both
+                neighbours keep and blend with raised-cosine weights (seam-free tiling). None:
+                the architecture's default (RRDBNet 16, SRMD 0) when ``tile_pad`` is None too,
+                else 0, so an explicit ``tile_pad`` alone is Real-ESRGAN's crop-only tiling.
+            max_memory: bytes (or ``"2G"``-style text) for ``tile="auto"``; default 2 GiB on
+                CPU, 80 % of the free memory on CUDA.
             pre_pad: LR pre-padding; default ``info['pre_pad']`` (10 RRDBNet, 12 SRMD).
             precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``; a half-precision tile whose output
                 holds NaN/inf is recomputed in float32 (counted in ``stats['fp32_recomputed']``).
@@ -186,7 +200,8 @@ class SRModel:
             ValueError: bad shape, dtype, non-finite or out-of-range values, bad options.
             RuntimeError: a tile failed (never replaced by another tile's output).
         """
-        tile, tile_pad = _nonneg_int(tile, "tile"), _nonneg_int(tile_pad, "tile_pad")
+        tile_pad, overlap = tiling.resolve(self.info, None if tile_pad is None else _nonneg_int(tile_pad, "tile_pad"),
+                                           None if overlap is None else _nonneg_int(overlap, "overlap"))
         pre_pad = self.info["pre_pad"] if pre_pad is None else _nonneg_int(pre_pad, "pre_pad")
         if precision not in _PRECISIONS:
             raise ValueError(f"upscale: precision must be one of fp32, fp16, bf16, got {precision!r}")
@@ -197,7 +212,11 @@ class SRModel:
             raise ValueError(f"upscale: precision={precision!r} applies to the torch module; this model runs "
                              f"through a runner whose precision is fixed when the runtime is built")
         x, restore = self._to_tensor(img)
-        y, stats = self._upscale_tensor(x, tile, tile_pad, pre_pad, dtype)
+        if isinstance(tile, str) and tile == "auto":
+            tile = self.auto_tile(x.shape[2], x.shape[3], batch=x.shape[0], tile_pad=tile_pad, overlap=overlap,
+                                  pre_pad=pre_pad, max_memory=max_memory)
+        tile = _nonneg_int(tile, "tile")
+        y, stats = self._upscale_tensor(x, tile, tile_pad, overlap, pre_pad, dtype)
         out = restore(y)
         with self._lock:
             for k, v in stats.items():
@@ -207,7 +226,7 @@ class SRModel:
                         stats["fp32_recomputed"], stats["tiles"], precision)
         return (out, stats) if return_stats else out
 
-    def _upscale_tensor(self, x: torch.Tensor, tile: int, tile_pad: int, pre_pad: int, dtype):
+    def _upscale_tensor(self, x: torch.Tensor, tile: int, tile_pad: int, overlap: int, pre_pad: int, dtype):
         n, _, h, w = x.shape
         s, mod, mode = self.scale, int(self.info["mod"]), self.info["pad_mode"]
         # pre-pad, then pad right/bottom to a multiple of `mod` (pixel-unshuffle models), as RealESRGANer
@@ -220,24 +239,36 @@ class SRModel:
             y, r = self._run_tile(xp, dtype, "whole-image pass")
             stats["tiles"], stats["fp32_recomputed"] = 1, r
         else:
-            tile = max(mod, tile // mod * mod)
-            tile_pad = -(-tile_pad // mod) * mod
-            y = torch.empty((n, 3, H * s, W * s), dtype=torch.float32, device=self.device)
-            ny, nx = math.ceil(H / tile), math.ceil(W / tile)
-            for iy in range(ny):
-                for ix in range(nx):
-                    y0, x0 = iy * tile, ix * tile
-                    y1, x1 = min(y0 + tile, H), min(x0 + tile, W)
-                    py0, px0 = max(y0 - tile_pad, 0), max(x0 - tile_pad, 0)
-                    py1, px1 = min(y1 + tile_pad, H), min(x1 + tile_pad, W)
-                    where = f"tile {iy * nx + ix + 1}/{ny * nx} (rows {y0}:{y1}, cols {x0}:{x1} of the padded LR)"
-                    out, r = self._run_tile(xp[:, :, py0:py1, px0:px1], dtype, where)
-                    y[:, :, y0 * s:y1 * s, x0 * s:x1 * s] = \
-                        out[:, :, (y0 - py0) * s:(y1 - py0) * s, (x0 - px0) * s:(x1 - px0) * s]
-                    stats["tiles"] += 1
-                    stats["fp32_recomputed"] += r
+            def run(piece, where):
+                out, r = self._run_tile(piece, dtype, where)
+                stats["fp32_recomputed"] += r
+                return out
+            y, stats["tiles"] = tiling.upscale_tiled(run, xp, s, tile, tile_pad, overlap, mod)
         y = y[:, :, pre_pad * s:(pre_pad + h) * s, pre_pad * s:(pre_pad + w) * s]
         return y.clamp_(0, 1), stats
+
+    def auto_tile(self, h: int, w: int, *, batch: int = 1, tile_pad: int | None = None, overlap: int | None = None,
+                  pre_pad: int | None = None, max_memory: int | str | None = None) -> int:
+        """The tile ``upscale(tile="auto")`` uses for ``batch`` LR images of h x w: the largest
+        multiple of 8 (and of ``info['mod']``) whose pass fits ``max_memory`` bytes (default 2 GiB
+        on CPU, 80 % of the free memory on CUDA), 0 when the whole image fits. ValueError if
+        nothing fits. Other arguments as :meth:`upscale`."""
+        tile_pad, overlap = tiling.resolve(self.info, tile_pad, overlap)
+        pre_pad = self.info["pre_pad"] if pre_pad is None else pre_pad
+        if max_memory is not None:
+            budget = tiling.parse_memory(max_memory)
+        elif self.device.type == "cuda":
+            budget = int(torch.cuda.mem_get_info(self.device)[0] * 0.8)
+        else:
+            budget = 2 << 30
+        with self._lock:
+            if self._bytes_per_pixel is None:
+                self._bytes_per_pixel = tiling.model_bytes_per_pixel(self.module, self.info, self.device)
+        weights = sum(p.numel() * p.element_size() for p in self.module.parameters()) if self.module is not None else 0
+        mod = int(self.info["mod"])
+        return tiling.auto_tile(h + 2 * pre_pad, w + 2 * pre_pad, bytes_per_pixel=self._bytes_per_pixel,
+                                budget=budget, scale=self.scale, tile_pad=tile_pad, overlap=overlap, batch=batch,
+                                fixed=weights, mod=mod * 8 // math.gcd(mod, 8))
 
     def _to_tensor(self, img):
         if isinstance(img, torch.Tensor):
@@ -297,8 +328,10 @@ class SRModel:
         return x, restore
 
     # ------------------------------------------------------------------ Real-ESRGAN's enhance
-    def enhance(self, img: np.ndarray, outscale: float | None = None, *, tile: int = 0, tile_pad: int = 10,
-                pre_pad: int | None = None, precision: str = "fp32", alpha_upsampler: str = "model") -> np.ndarray:
+    def enhance(self, img: np.ndarray, outscale: float | None = None, *, tile: int | str = 0,
+                tile_pad: int | None = None, pre_pad: int | None = None, precision: str = "fp32",
+                alpha_upsampler: str = "model", overlap: int | None = None,
+                max_memory: int | str | None = None) -> np.ndarray:
         """Upscale one decoded image file the way Real-ESRGAN's ``RealESRGANer.enhance`` does.
 
         - grayscale (H, W) or (H, W, 1): replicated to RGB, upscaled, converted back to one
@@ -311,7 +344,8 @@ class SRModel:
           resize of the model output when it differs from the model's scale (as Real-ESRGAN).
 
         Channel order is R, G, B(, A): convert cv2's BGR(A) first (``desra_fast.imageio``'s readers
-        return RGB). ``tile``, ``tile_pad``, ``pre_pad``, ``precision`` as in :meth:`upscale`.
+        return RGB). ``tile``, ``tile_pad``, ``overlap``, ``max_memory``, ``pre_pad``, ``precision``
+        as in :meth:`upscale`.
 
         Returns:
             numpy array of the input's dtype, (sH, sW), (sH, sW, 3) or (sH, sW, 4).
@@ -325,7 +359,8 @@ class SRModel:
         if outscale is not None and (not isinstance(outscale, (int, float)) or isinstance(outscale, bool)
                                      or not math.isfinite(outscale) or outscale <= 0):
             raise ValueError(f"enhance: outscale must be a positive number, got {outscale!r}")
-        kw = dict(tile=tile, tile_pad=tile_pad, pre_pad=pre_pad, precision=precision)
+        kw = dict(tile=tile, tile_pad=tile_pad, pre_pad=pre_pad, precision=precision, overlap=overlap,
+                  max_memory=max_memory)
         h, w = img.shape[:2]
         if img.ndim == 3 and img.shape[2] == 1:
             img = img[:, :, 0]
@@ -508,5 +543,5 @@ def load_sr(source, *, device: str | torch.device = "cpu", runtime: str = "auto"
     dev = _device(device)
     runner = _runner_for(runtime, module, info, dev, options)
     info["runtime"] = "torch" if runner is None else runner.runtime
-    return SRModel(module, info, device=dev, runner=runner, channels_last=bool(options.get("channels_last", False)))
     info.update(getattr(runner, "describe", dict)())     # e.g. OpenVINO's precision hint and threads
+    return SRModel(module, info, device=dev, runner=runner, channels_last=bool(options.get("channels_last", False)))

@@ -27,7 +27,8 @@ ENGINES = ("local", "ray")
 
 def run(lr_dir: str, gan_model: str, mse_model: str, out: str, *, seg_model: Optional[str] = None,
         engine: str = "local", device: str = "cpu", runtime: str = "auto", precision: str = "auto",
-        tile: int = 0, tile_pad: int = 10, batch: int = 1, save_sr: str = "none", overlay: bool = False,
+        tile: int = 0, tile_pad: Optional[int] = None, batch: int = 1, save_sr: str = "none", overlay: bool = False,
+        save_repaired: str = "none", feather: int = 0,
         only: Optional[Sequence[str]] = None, limit: Optional[int] = None, threshold: float = 0.7,
         area_threshold: int = 4000, window: str = "gaussian", backend: str = "auto", workers: int = 2,
         retry_failed: bool = False, progress: Optional[bool] = None, fsync: bool = True,
@@ -45,11 +46,17 @@ def run(lr_dir: str, gan_model: str, mse_model: str, out: str, *, seg_model: Opt
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; runtime: passed to the loaders.
         precision: ``"auto"`` (fp16 on CUDA, fp32 on CPU), ``"fp32"``, ``"fp16"``, ``"bf16"``.
         tile: SR tile size in LR pixels; 0 = untiled up to ``AUTO_TILE_MAX_PIXELS`` LR pixels,
-            tiles of ``AUTO_TILE`` above. tile_pad: context around each tile.
+            tiles of ``AUTO_TILE`` above. tile_pad: context around each tile (None: the model's
+            measured seam-free context and blended overlap, see
+            :func:`desra_fast.models.SRModel.upscale`).
         batch: same-size images per model call.
         save_sr: ``"none"`` (default; 50,000 SR pairs are about a terabyte), ``"png"``,
             ``"jpg"`` or ``"webp"``: keep ``OUT/gan/`` and ``OUT/mse/``.
         overlay: also write ``OUT/overlays/<rel>.jpg``.
+        save_repaired: ``"none"`` (default), ``"png"``, ``"jpg"`` or ``"webp"``: write
+            ``OUT/repaired/<rel>``, GAN-SR with the detected regions replaced by MSE-SR
+            (:func:`desra_fast.repair`, ``feather`` px of soft edge); the manifest line gains
+            ``replaced_px``, ``blended_px`` and ``replaced_fraction``.
         only: relative paths (or paths without extension) to process, e.g. the lines of
             ``desra-fast select``'s ``train.txt``; limit: process the first N (sorted).
         threshold, area_threshold, window, backend: as :func:`desra_fast.detect`.
@@ -64,6 +71,7 @@ def run(lr_dir: str, gan_model: str, mse_model: str, out: str, *, seg_model: Opt
     cfg = PipelineConfig(lr_dir=lr_dir, gan_model=gan_model, mse_model=mse_model, out_dir=out,
                          seg_model=seg_model, device=device, runtime=runtime, precision=precision, tile=tile,
                          tile_pad=tile_pad, batch=batch, save_sr=save_sr, overlay=overlay,
+                         save_repaired=save_repaired, feather=feather,
                          only=list(only) if only is not None else None, limit=limit, threshold=threshold,
                          area_threshold=area_threshold, window=window, backend=backend)
     opts = RunOptions(workers=workers, retry_failed=retry_failed, progress=progress, fsync=fsync)
