@@ -1,5 +1,8 @@
 """Crash-safe folder jobs: the machinery shared by ``desra-fast detect``, ``sr``, ``segment``,
-``run`` (and any job that turns a folder of inputs into a folder of outputs).
+``run`` (and any job that turns a folder of inputs into a folder of outputs), and the jobs
+themselves, one module each: :mod:`.detect`, :mod:`.sr`, :mod:`.segment`, :mod:`.run` (the
+end-to-end job), :mod:`.evaluate_finetune`; :mod:`.sources` resolves and fingerprints their
+model arguments.
 
 A job is a :class:`FolderJob` subclass; :func:`run_job` runs or resumes it into an output
 folder ``OUT`` and returns a :class:`JobResult` (``exit_code`` 1 when any item failed).
