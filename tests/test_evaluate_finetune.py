@@ -425,3 +425,23 @@ def test_list_selects_images_and_reports_missing_ones(data, reference, tmp_path)
     full = json.loads((reference / "report.json").read_text())
     assert rep["per_image"]["a"] == full["per_image"]["a"]
     assert not (tmp_path / "escape.png").exists() and not (out / "sr" / "escape.png").exists()
+
+
+def test_other_runtime_stays_within_one_level_of_torch(data, reference, tmp_path):
+    import cv2
+
+    from desra_fast.runtime import runtime_status
+
+    ok, why = runtime_status("openvino", "cpu")
+    if not ok:
+        pytest.skip(f"OpenVINO unavailable: {why}")
+    root, lr, models = data
+    out = tmp_path / "ov"
+    assert main(args(lr, models, out, "--after-key", "params", "--runtime", "openvino",
+                     "--list", str(_list(tmp_path, "a")))) == 0
+    for d in ("sr/before", "sr/after", "sr/mse"):
+        got = cv2.imread(str(out / d / "a.png")).astype(int)
+        ref = cv2.imread(str(reference / d / "a.png")).astype(int)
+        assert np.abs(got - ref).max() <= 1, d
+    # a resume with another runtime is refused (its SR images may differ by a level)
+    assert main(args(lr, models, out, "--after-key", "params", "--list", str(_list(tmp_path, "a")))) == 1

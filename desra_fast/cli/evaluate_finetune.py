@@ -40,6 +40,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--window", choices=("gaussian", "box"), default="gaussian")
     parser.add_argument("--tile", type=non_negative_int, default=0, help="SR tile size in LR px (0: whole image)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--runtime", choices=("torch", "auto", "openvino", "onnxruntime", "tensorrt"), default="torch",
+                        help="what runs the three SR models, always in fp32 (default torch, the reference; "
+                        "auto/openvino on CPU: within one 8-bit level of torch and faster)")
     parser.add_argument("--json", nargs="?", const="-", default=None, metavar="REPORT",
                         help="also write the report (report.json's content) to REPORT; '-' or no value: "
                         "print it to stdout as one JSON object instead of the summary")
@@ -80,7 +83,7 @@ def run(args, parser) -> int:
     job = EvaluateFinetuneJob(args.lr, args.out, args.before, args.after, args.mse_model,
                               after_key=args.after_key, keys=keys, gt_dir=args.gt, threshold=args.threshold,
                               area_threshold=args.area_threshold, window=args.window, tile=args.tile,
-                              device=args.device)
+                              device=args.device, runtime=args.runtime)
     held = {}
 
     def start():

@@ -58,6 +58,9 @@ class EvaluateFinetuneJob(FolderJob):
         gt_dir: human-labelled masks (SR size, 0/255) for IoU figures in the report.
         threshold, area_threshold, window: detection settings (:func:`desra_fast.detect`).
         tile: SR tile size in LR pixels (0: whole image). device: torch device of the SR models.
+        runtime: ``"torch"`` (default: the torch modules in fp32, the reference) or another
+            :data:`desra_fast.runtime.RUNTIMES` entry, always asked for fp32 (OpenVINO on CPU:
+            within one 8-bit level of torch, faster).
     """
 
     name = "evaluate-finetune"
@@ -68,12 +71,12 @@ class EvaluateFinetuneJob(FolderJob):
     def __init__(self, lr_dir: str, out_dir: str, before: str, after: str, mse_model: str, *,
                  after_key: Optional[str] = None, keys: Optional[List[str]] = None, gt_dir: Optional[str] = None,
                  threshold: float = 0.7, area_threshold: int = 4000, window: str = "gaussian", tile: int = 0,
-                 device: str = "cpu"):
+                 device: str = "cpu", runtime: str = "torch"):
         self.lr_dir, self.out_dir = lr_dir, out_dir
         self.sources = {"before": before, "after": after, "mse": mse_model}
         self.after_key, self.keys, self.gt_dir = after_key, keys, gt_dir
         self.detect_options = dict(threshold=float(threshold), area_threshold=int(area_threshold), window=window)
-        self.tile, self.device = int(tile), device
+        self.tile, self.device, self.runtime = int(tile), device, runtime
         self.models: Dict[str, Any] = {}
         self._items: Optional[List[Item]] = None
         self.paths: Dict[str, str] = {}
@@ -102,9 +105,10 @@ class EvaluateFinetuneJob(FolderJob):
         for name, src in self.sources.items():
             path = self.paths[name] = resolve_model(src, flags[name])
             opts = {"key": self.after_key} if name == "after" and self.after_key is not None else {}
+            if self.runtime != "torch":
+                opts["precision"] = "fp32"  # the evaluation compares models, not precisions
             try:
-                # The torch runtime and fp32 weights: the evaluation compares models, not runtimes.
-                self.models[name] = load_sr(path, device=self.device, runtime="torch", **opts)
+                self.models[name] = load_sr(path, device=self.device, runtime=self.runtime, **opts)
             except Exception as exc:
                 self.models = {}
                 raise JobError(f"{flags[name]} {src}: cannot load the model: {describe(exc)}") from exc
@@ -130,7 +134,8 @@ class EvaluateFinetuneJob(FolderJob):
 
         self._load_models()
         out: Dict[str, Any] = {name: file_fingerprint(path) for name, path in self.paths.items()}
-        out.update(after_key=self.after_key_used, sr_precision="fp32", tile=self.tile, **self.detect_options)
+        out.update(after_key=self.after_key_used, sr_precision="fp32", runtime=self.runtime, tile=self.tile,
+                   **self.detect_options)
         return out
 
     def exclude(self):
