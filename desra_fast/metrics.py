@@ -24,6 +24,11 @@ on the outputs of the model before (B) and after (A) fine-tuning:
 - removal rate: share of the regions of B with no detected pixel in A (A & B = 0);
 - addition rate: share of images where A covers area outside B (|A | B| > |B|).
 
+``desra-fast evaluate-finetune`` (:func:`finetune_figures`, :func:`pool_finetune_figures`)
+counts *new regions* instead (regions of A with no pixel of B), so that a region that only grew
+is not an addition, and adds what happened outside both masks: PSNR after vs before, texture
+kept (7x7 local standard deviation) and PSNR of each GAN-SR vs MSE-SR.
+
 Region counts use connected-component statistics and one ``bincount`` per image instead of the
 scripts' per-region full-image loop, so evaluation is O(pixels) per image.
 """
