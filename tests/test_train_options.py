@@ -267,3 +267,19 @@ def test_netd_warmup_keeps_the_generator_and_ema_auto(data_dir, tmp_path):
     assert set(first[0]["grad_share"]) == {"l_pix", "l_gan"}
     assert sum(first[0]["grad_share"].values()) == pytest.approx(1.0, abs=1e-6)
     assert all(v > 0 for v in first[0]["grad_norm"].values())
+
+
+def test_cli_option_errors(tmp_path, capsys):
+    from desra_fast.cli import main
+
+    base = ["finetune", "--model", "nope.pth", "--lr", str(tmp_path), "--gan", str(tmp_path), "--mse",
+            str(tmp_path), "--mask", str(tmp_path), "--out", str(tmp_path / "ft")]
+    for bad, msg in ((["--focus", "1.5"], "--focus must be in"), (["--gan-outside", "-1"], "--gan-outside"),
+                     (["--ema-decay", "1"], "auto"), (["--precision", "fp16"], "invalid choice"),
+                     (["--netd-warmup", "-2"], "netd-warmup")):
+        with pytest.raises(SystemExit) as exc:
+            main(base + bad)
+        assert exc.value.code == 2
+        assert msg in capsys.readouterr().err
+    from desra_fast.cli.finetune import _ema_decay
+    assert _ema_decay("auto") == "auto" and _ema_decay("0.99") == 0.99
