@@ -386,7 +386,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_report(data, reference, tmp_
     root, lr, models = data
     out = tmp_path / "ev"
     cmd = [sys.executable, "-m", "desra_fast", *args(lr, models, out, "--after-key", "params")]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ)  # the reference's thread count: same convolution order, same bytes
     killed_mid_run = False
     for attempt in range(2):
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
