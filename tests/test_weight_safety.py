@@ -143,14 +143,16 @@ def test_malicious_pickle_is_refused_everywhere(entry, tmp_path, capsys):
     assert "evil" in said or "iter_00000010.pth" in said, f"{entry}: the error does not name the file: {said}"
 
 
-def test_the_payload_is_live_and_trust_is_the_only_way_in(tmp_path):
+def test_the_payload_is_live_and_trust_is_the_only_way_in(tmp_path, caplog):
     marker = tmp_path / "payload_ran"
     path = _evil_torch_file(tmp_path / "evil.pth", marker)
     with pytest.raises(UnsafeCheckpointError, match="trust=True"):
         ckpt.read_weights(path)
     assert not marker.exists()
-    ckpt.read_weights(path, trust=True)  # the explicit opt-in unpickles, so the payload runs
+    with caplog.at_level("WARNING", logger="desra_fast.models.checkpoint"):
+        ckpt.read_weights(path, trust=True)  # the explicit opt-in unpickles, so the payload runs
     assert marker.read_text() == "ran"
+    assert "trust=True" in caplog.text and "evil.pth" in caplog.text  # never silently
 
 
 def test_one_checkpoint_error_base():
