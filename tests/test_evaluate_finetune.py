@@ -445,3 +445,32 @@ def test_other_runtime_stays_within_one_level_of_torch(data, reference, tmp_path
         assert np.abs(got - ref).max() <= 1, d
     # a resume with another runtime is refused (its SR images may differ by a level)
     assert main(args(lr, models, out, "--after-key", "params", "--list", str(_list(tmp_path, "a")))) == 1
+
+
+def test_reuse_sr_reads_the_before_and_mse_images_of_another_evaluation(data, reference, tmp_path, capsys):
+    import shutil
+
+    import cv2
+
+    root, lr, models = data
+    lst = str(_list(tmp_path, "a", "b"))
+    plain = tmp_path / "plain"
+    assert main(args(lr, models, plain, "--after-key", "params_ema", "--list", lst)) == 0
+    reused = tmp_path / "reused"
+    assert main(args(lr, models, reused, "--after-key", "params_ema", "--list", lst,
+                     "--reuse-sr", str(reference))) == 0
+    assert (reused / "report.json").read_bytes() == (plain / "report.json").read_bytes()
+    # the images are read, not recomputed: a planted MSE-SR image shows up in the output
+    other = tmp_path / "other"
+    shutil.copytree(reference, other)
+    planted = np.full_like(cv2.imread(str(other / "sr" / "mse" / "a.png")), 9)
+    cv2.imwrite(str(other / "sr" / "mse" / "a.png"), planted)
+    out = tmp_path / "planted"
+    assert main(args(lr, models, out, "--list", lst, "--reuse-sr", str(other))) == 0
+    assert np.array_equal(cv2.imread(str(out / "sr" / "mse" / "a.png")), planted)
+    # a folder made with another MSE model, or not an evaluation at all: refused
+    ms = dict(models, mse=models["before"])
+    assert main(args(lr, ms, tmp_path / "x", "--list", lst, "--reuse-sr", str(reference))) == 1
+    assert "--reuse-sr" in capsys.readouterr().err
+    assert main(args(lr, models, tmp_path / "y", "--list", lst, "--reuse-sr", str(lr))) == 1
+    assert "not an evaluate-finetune output folder" in capsys.readouterr().err

@@ -43,6 +43,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--runtime", choices=("torch", "auto", "openvino", "onnxruntime", "tensorrt"), default="torch",
                         help="what runs the three SR models, always in fp32 (default torch, the reference; "
                         "auto/openvino on CPU: within one 8-bit level of torch and faster)")
+    parser.add_argument("--reuse-sr", metavar="EVAL", default=None,
+                        help="another evaluation's --out made with the same --before and --mse-model: read its "
+                        "sr/before and sr/mse images instead of computing them again")
     parser.add_argument("--json", nargs="?", const="-", default=None, metavar="REPORT",
                         help="also write the report (report.json's content) to REPORT; '-' or no value: "
                         "print it to stdout as one JSON object instead of the summary")
@@ -83,7 +86,7 @@ def run(args, parser) -> int:
     job = EvaluateFinetuneJob(args.lr, args.out, args.before, args.after, args.mse_model,
                               after_key=args.after_key, keys=keys, gt_dir=args.gt, threshold=args.threshold,
                               area_threshold=args.area_threshold, window=args.window, tile=args.tile,
-                              device=args.device, runtime=args.runtime)
+                              device=args.device, runtime=args.runtime, reuse_sr=args.reuse_sr)
     held = {}
 
     def start():

@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import imageio, metrics
 from .engine import FolderJob, Item, JobResult, RunOptions, describe, run_job
-from .store import MANIFEST, JobError, read_manifest
+from .store import JOB_FILE, MANIFEST, JobError, read_manifest
 
 #: Relative output folders (see the module docstring).
 SR_DIRS = {"before": "sr/before", "after": "sr/after", "mse": "sr/mse"}
@@ -58,6 +58,10 @@ class EvaluateFinetuneJob(FolderJob):
         gt_dir: human-labelled masks (SR size, 0/255) for IoU figures in the report.
         threshold, area_threshold, window: detection settings (:func:`desra_fast.detect`).
         tile: SR tile size in LR pixels (0: whole image). device: torch device of the SR models.
+        reuse_sr: another evaluation's ``OUT`` made with the same ``before`` and ``mse_model``
+            (and runtime, tile): its ``sr/before`` and ``sr/mse`` images are read instead of
+            computed again (two thirds of the SR work when one base model is evaluated against
+            several fine-tunes); images it lacks are computed.
         runtime: ``"torch"`` (default: the torch modules in fp32, the reference) or another
             :data:`desra_fast.runtime.RUNTIMES` entry, always asked for fp32 (OpenVINO on CPU:
             within one 8-bit level of torch, faster).
@@ -71,7 +75,7 @@ class EvaluateFinetuneJob(FolderJob):
     def __init__(self, lr_dir: str, out_dir: str, before: str, after: str, mse_model: str, *,
                  after_key: Optional[str] = None, keys: Optional[List[str]] = None, gt_dir: Optional[str] = None,
                  threshold: float = 0.7, area_threshold: int = 4000, window: str = "gaussian", tile: int = 0,
-                 device: str = "cpu", runtime: str = "torch"):
+                 device: str = "cpu", runtime: str = "torch", reuse_sr: Optional[str] = None):
         self.lr_dir, self.out_dir = lr_dir, out_dir
         self.sources = {"before": before, "after": after, "mse": mse_model}
         self.after_key, self.keys, self.gt_dir = after_key, keys, gt_dir
@@ -80,6 +84,7 @@ class EvaluateFinetuneJob(FolderJob):
         self.models: Dict[str, Any] = {}
         self._items: Optional[List[Item]] = None
         self.paths: Dict[str, str] = {}
+        self.reuse_sr = reuse_sr
 
     # ------------------------------------------------------------------ before any item
     def validate(self) -> None:
@@ -92,6 +97,24 @@ class EvaluateFinetuneJob(FolderJob):
         if self.after_key is not None and self.after_key not in AFTER_KEYS:
             raise JobError(f"--after-key must be one of {', '.join(AFTER_KEYS)}, got {self.after_key!r}")
         self._load_models()
+        if self.reuse_sr is not None:
+            self._check_reuse()
+
+    def _check_reuse(self) -> None:
+        """Refuse a ``reuse_sr`` folder whose before / MSE images come from other models or SR
+        settings (they would silently change the figures)."""
+        path = Path(self.reuse_sr) / JOB_FILE
+        try:
+            theirs = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise JobError(f"--reuse-sr {self.reuse_sr}: not an evaluate-finetune output folder "
+                           f"(cannot read {path.name}: {getattr(exc, 'strerror', None) or exc})") from None
+        ours = self.settings()
+        differ = [k for k in ("before", "mse", "sr_precision", "runtime", "tile")
+                  if not isinstance(theirs, dict) or theirs.get(k) != ours[k]]
+        if differ:
+            raise JobError(f"--reuse-sr {self.reuse_sr}: its SR images were made with other {', '.join(differ)} "
+                           f"(the --before / --mse-model files or SR settings differ)")
 
     def _load_models(self) -> None:
         """The three models, loaded once (also when every image is done: the report names the
@@ -161,21 +184,38 @@ class EvaluateFinetuneJob(FolderJob):
     def setup(self) -> None:
         self._load_models()
 
-    def read(self, item: Item) -> np.ndarray:
-        return imageio.read_rgb(item.inputs[0])
+    def read(self, item: Item) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+        """(LR image, {"before"/"mse": SR image read from ``reuse_sr``})."""
+        lr = imageio.read_rgb(item.inputs[0])
+        reused = {}
+        for k in ("before", "mse") if self.reuse_sr is not None else ():
+            p = Path(self.reuse_sr) / SR_DIRS[k] / f"{item.key}.png"
+            try:
+                reused[k] = imageio.read_rgb(p) if p.is_file() else None
+            except ValueError:  # unreadable: computed again instead
+                reused[k] = None
+            if reused[k] is None or reused[k].dtype != np.uint8 or reused[k].shape[:2] != (
+                    lr.shape[0] * self.scale, lr.shape[1] * self.scale):
+                del reused[k]
+        return lr, reused
 
-    def info(self, item: Item, data: np.ndarray) -> Dict[str, Any]:
-        return {"size": list(data.shape[:2])}
+    @property
+    def scale(self) -> int:
+        return self.models["before"].scale
+
+    def info(self, item: Item, data) -> Dict[str, Any]:
+        return {"size": list(data[0].shape[:2])}
 
     def compute(self, items: List[Item], datas: List[np.ndarray]) -> List[Any]:
         from ..api import detect
         from ..overlay import to_uint8
 
         out = []
-        for lr in datas:
+        for lr, reused in datas:
             # fp32 whatever the fine-tune trained in; 16-bit LR images give 8-bit SR images (the
             # figures are defined on 8-bit images, and the saved PNGs must reproduce them)
-            sr = {k: to_uint8(m.upscale(lr, tile=self.tile, precision="fp32")) for k, m in self.models.items()}
+            sr = {k: reused[k] if k in reused else to_uint8(m.upscale(lr, tile=self.tile, precision="fp32"))
+                  for k, m in self.models.items()}
             if not (sr["before"].shape == sr["after"].shape == sr["mse"].shape):
                 raise ValueError("the SR images differ in size: " + ", ".join(
                     f"{k} {v.shape[1]}x{v.shape[0]}" for k, v in sr.items()))
