@@ -154,6 +154,12 @@ def _select_without(run: Path, rejected, tmp: Path, top: int, train: int):
     return (sub / "l" / "train.txt").read_bytes(), (sub / "l" / "val.txt").read_bytes()
 
 
+def _click(d, element) -> None:
+    """Click as a user does, after scrolling the element clear of the sticky toolbar."""
+    d.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    element.click()
+
+
 def _key(d, keys: str) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
 
@@ -175,7 +181,7 @@ def test_run_report_in_chromium(browser, run_dir, tmp_path):
     _screenshot(d, tmp_path, "report_run.png")
 
     # detail view: keyboard, pictures, sliders on the whole image and on a region crop
-    d.find_elements("css selector", ".card")[0].click()
+    _click(d, d.find_elements("css selector", ".card")[0])
     _key(d, "\n")
     assert d.find_element("id", "detail").is_displayed()
     assert _visible_images_decoded(d) >= 2
@@ -192,11 +198,11 @@ def test_run_report_in_chromium(browser, run_dir, tmp_path):
     sel.mkdir()
     assert (_download(d, "dl-train"), _download(d, "dl-val")) == _select_without(run_dir, [], sel, 4, 1)
     cards = d.find_elements("css selector", ".card")
-    cards[1].click()
+    _click(d, cards[1])
     _key(d, "r")
     _key(d, "j")  # next card
     _key(d, "x")
-    cards[0].click()
+    _click(d, cards[0])
     _key(d, "a")
     rejected = [ranking[1], ranking[2]]
     assert d.execute_script("return [...document.querySelectorAll('.card.rejected .name')].length") == 2
@@ -290,7 +296,7 @@ def test_demo_run_report_in_chromium(browser, tmp_path, monkeypatch):
         [f"#{i + 1}  {lr}" for i, lr in enumerate(ranking)]
     assert _visible_images_decoded(d) >= len(ranking)
     _screenshot(d, tmp_path, "report_demo_run.png")
-    d.find_elements("css selector", ".card .open")[0].click()
+    _click(d, d.find_elements("css selector", ".card .open")[0])
     assert _visible_images_decoded(d) >= 2
     _screenshot(d, tmp_path, "report_demo_detail.png")
     _slider_changes_picture(d, "gan-mse")
@@ -299,3 +305,56 @@ def test_demo_run_report_in_chromium(browser, tmp_path, monkeypatch):
     assert (_download(d, "dl-train"), _download(d, "dl-val")) == \
         ((tmp_path / "l" / "train.txt").read_bytes(), (tmp_path / "l" / "val.txt").read_bytes())
     _page_clean(d)
+
+
+def test_50000_line_run_in_chromium(browser, tmp_path):
+    """The acceptance case: a synthetic 50,000-line run (pictures for the top 200 only)."""
+    from test_report import _synthetic_run
+
+    d = browser
+    run = tmp_path / "run"
+    _synthetic_run(run, 50_000, 200)
+    res = build_run_report(run)  # its time is asserted in tests/test_report.py
+    assert main(["select", "--run", str(run), "--top", "200", "--train", "50", "-o", str(tmp_path / "l")]) == 0
+    ranking = [ln.split("\t")[-1] for ln in (tmp_path / "l" / "ranking.tsv").read_text("utf-8").splitlines()[1:]]
+    t0 = time.perf_counter()
+    _open(d, res.index)  # waits until the 10 chunks of the table are in
+    load = time.perf_counter() - t0
+    _page_clean(d)
+    assert d.execute_script("return document.querySelectorAll('.card').length") == 200
+    assert d.execute_script("return [...document.querySelectorAll('.card .name')].map(e => e.textContent)") == \
+        [f"#{i + 1}  {lr}" for i, lr in enumerate(ranking)]
+    assert d.find_element("id", "table-status").text == "all 50000 images loaded"
+    assert _visible_images_decoded(d) >= 4
+    # the table: ranked rows first in select's order; filter; sort by a column
+    first = d.execute_script("return [...document.querySelectorAll('#rank-table tbody tr')].slice(0, 200)"
+                             ".map(tr => tr.children[1].textContent)")
+    assert first == ranking
+    box = d.find_element("css selector", "#rank-table input[type=search]")
+    box.send_keys("n07/img 00")  # images 0..9,999 of class folder n07
+    shown = d.execute_script("return [...document.querySelectorAll('#rank-table tbody tr')].map(tr => tr.children[1].textContent)")
+    assert shown and all(s.startswith("n07/img 00") for s in shown)
+    assert len(shown) == sum(1 for i in range(10_000) if i % 97 == 7)
+    box.send_keys("\ue009a", "\ue003")  # Ctrl+A, Backspace: the filter emptied as a user does
+    d.find_elements("css selector", "#rank-table th")[3].click()  # regions: most first
+    regions = d.execute_script("return [...document.querySelectorAll('#rank-table tbody tr')].map(tr => +tr.children[3].textContent)")
+    assert len(regions) == 500 and regions == sorted(regions, reverse=True) and regions[0] == 3
+    # a slider, and curation of the 50,000-line run
+    _click(d, d.find_elements("css selector", ".card .open")[0])
+    _slider_changes_picture(d, "gan-mse")
+    d.find_element("id", "close-detail").click()
+    _click(d, d.find_elements("css selector", ".card")[3])
+    _key(d, "r")
+    sel = tmp_path / "sel"
+    sel.mkdir()
+    train, val = _download(d, "dl-train"), _download(d, "dl-val")
+    # select on the run without the rejected image would pull in image 201: the page's lists are
+    # the 199 others, split as select splits 199 ranked images of a requested 200
+    from desra_fast.jobs.select import split_lists
+
+    kept = [lr for i, lr in enumerate(ranking) if i != 3]
+    want = split_lists(kept, 50, 200)
+    assert (train, val) == tuple("".join(p + "\n" for p in lst).encode() for lst in want)
+    d.find_element("id", "clear-marks").click()
+    _page_clean(d)
+    print(f"50,000-line page: table loaded in {load:.1f} s")
