@@ -442,7 +442,8 @@ def finetune_figures(sr_before: np.ndarray, sr_after: np.ndarray, sr_mse: np.nda
             raise ValueError(f"{name} must be an (H, W, 3) uint8 image, got {getattr(img, 'shape', type(img))} "
                              f"{getattr(img, 'dtype', '')}")
         if img.shape != sr_before.shape:
-            raise ValueError(f"{name} is {img.shape[:2]}, sr_before {sr_before.shape[:2]}: the SR images differ in size")
+            raise ValueError(f"{name} is {img.shape[:2]}, sr_before {sr_before.shape[:2]}: "
+                             f"the SR images differ in size")
     _check_mask("mask_before", mask_before)
     _check_mask("mask_after", mask_after)
     for name, m in (("mask_before", mask_before), ("mask_after", mask_after)):

@@ -65,7 +65,8 @@ def _print_summary(rep: dict, out: str) -> None:
           f"(addition rate {_fmt(rep['addition_rate'])})")
     print(f"outside the regions: PSNR after vs before {_fmt(rep['psnr_after_vs_before_outside'], '.2f')} dB, "
           f"texture kept {_fmt(rep['texture_kept'], '.3f')}, PSNR GAN-SR vs MSE-SR "
-          f"{_fmt(rep['psnr_gan_vs_mse_outside_before'], '.2f')} -> {_fmt(rep['psnr_gan_vs_mse_outside_after'], '.2f')} dB")
+          f"{_fmt(rep['psnr_gan_vs_mse_outside_before'], '.2f')} -> "
+          f"{_fmt(rep['psnr_gan_vs_mse_outside_after'], '.2f')} dB")
     if "iou_before" in rep:
         print(f"against GT ({rep['gt_images']} images): IoU {_fmt(rep['iou_before'])} -> {_fmt(rep['iou_after'])}  "
               f"removal rate {_fmt(rep['removal_rate_vs_gt'])}  addition rate {_fmt(rep['addition_rate_vs_gt'])}")
