@@ -310,3 +310,30 @@ def test_ade20k_classes_of_the_regions(run_dir, tmp_path):
     data = page_data(build_run_report(run, tmp_path / "site", top=10).index)
     assert data["has_seg"] and dict(data["classes"]) == expect
     assert [px for _, px in data["classes"]] == sorted(expect.values(), reverse=True)
+
+
+def test_eval_report_of_a_real_evaluate_finetune_folder(run_dir, tmp_path):
+    """The evaluation folder as `desra-fast evaluate-finetune` writes it (tiny models: the
+    'fine-tuned' one has less texture), read by `report --eval`."""
+    from report_helpers import AREA, THRESHOLD
+    from test_pipeline import identity_rrdbnet
+
+    models = save_models(tmp_path)
+    after = tmp_path / "after.pth"
+    torch.save({"params_ema": identity_rrdbnet(1.0, seed=1).state_dict()}, after)
+    ev = tmp_path / "eval"
+    from desra_fast.utils import write_list
+
+    write_list(tmp_path / "val.txt", [f"{HOSTILE}.png", "with space b.png", "ünïcødé_d.png"])
+    rc = main(["evaluate-finetune", "--before", models["gan"], "--after", str(after), "--mse-model", models["mse"],
+               "--lr", str(run_dir.parent / "lr"), "--out", str(ev), "--area-threshold", str(AREA),
+               "--threshold", str(THRESHOLD), "--list", str(tmp_path / "val.txt")])
+    assert rc == 0
+    res = build_eval_report(ev)
+    rep = json.loads((ev / "report.json").read_text("utf-8"))
+    data = page_data(res.index)
+    assert res.images == len(rep["per_image"]) == 3 and res.missing == 0
+    assert data["pooled"] == {k: v for k, v in rep.items() if k not in ("per_image", "errors")}
+    assert {it["key"]: it["figures"] for it in data["images"]} == rep["per_image"]
+    assert all(sorted(it["pics"]) == ["after", "before", "mse"] for it in data["images"])
+    assert HOSTILE in {it["key"] for it in data["images"]} and HOSTILE not in res.index.read_text("utf-8")
