@@ -113,6 +113,10 @@ def test_bad_input_missing_files_corrupt_lines(run_dir, tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ReportError, match="not a folder"):
         build_run_report(run, tmp_path / "afile")
+    for folder in (run, tmp_path, run / "masks"):  # never replaces a folder that is not a report
+        with pytest.raises(ReportError, match="not a report"):
+            build_run_report(run, folder)
+    assert (run / "manifest.jsonl").read_bytes() == before
     with pytest.raises(SystemExit):
         main(["report", "--run", str(run), "--eval", str(run)])
 

@@ -173,6 +173,10 @@ def atomic_site(out: Path) -> Iterator[Path]:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ReportError(f"{out}: exists and is not a folder")
+    # The swap replaces OUT entirely: never a folder that is not an earlier report (the run
+    # folder itself, its parent, a folder of the user's).
+    if out.is_dir() and any(out.iterdir()) and not (out / "index.html").is_file():
+        raise ReportError(f"{out}: not empty and not a report (no index.html); refusing to replace it")
     parent = out.parent
     parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(parent, out.name)
