@@ -15,6 +15,7 @@ DESCRIPTION = ("Rank the images of OUT/manifest.jsonl that have at least one det
                "Lines are LR relative paths, as `desra-fast run --only` reads them; LISTS/ranking.tsv "
                "holds rank, score, regions, fraction and path of the kept images.")
 
+
 def add_arguments(parser) -> None:
     parser.add_argument("--run", required=True, metavar="OUT", help="output folder of desra-fast run")
     parser.add_argument("--top", type=positive_int, default=200, help="images to keep (default 200)")
