@@ -325,7 +325,9 @@ def failure_record(job: FolderJob, it: Item, data: Any, error: str, seconds: flo
     return record(it, **_safe_info(job, it, data), error=error, seconds=round(seconds, 6))
 
 
-def _chunks(items: Sequence[Item], max_items: int) -> Iterator[List[Item]]:
+def chunk_items(items: Sequence[Item], max_items: int) -> Iterator[List[Item]]:
+    """The read tasks of a job: consecutive items, at most ``max_items`` and about
+    ``TASK_BYTES`` of input each (the Ray engine sends the same chunks, so both engines batch alike)."""
     chunk, size = [], 0
     for it in items:
         nbytes = 0
@@ -349,7 +351,7 @@ def run_local(job: FolderJob, out_dir: Path, todo: List[Item], opts: RunOptions,
     at most ``2 * workers + 1`` tasks in flight each way (memory stays bounded)."""
     bar = rec.bar = progress_bar(len(todo), opts, log, desc=f"desra-fast {job.name}")
     depth = 2 * opts.workers + 1
-    chunks = _chunks(todo, job.task_max_items)
+    chunks = chunk_items(todo, job.task_max_items)
     reads: Deque[cf.Future] = collections.deque()
     writes: set = set()
 
