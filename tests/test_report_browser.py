@@ -358,3 +358,22 @@ def test_50000_line_run_in_chromium(browser, tmp_path):
     d.find_element("id", "clear-marks").click()
     _page_clean(d)
     print(f"50,000-line page: table loaded in {load:.1f} s")
+
+
+def test_empty_and_failed_runs_open_cleanly(browser, tmp_path):
+    """A run with no image yet, and one where every image failed: pages open, nothing to rank."""
+    d = browser
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "manifest.jsonl").write_bytes(b"")
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    (failed / "manifest.jsonl").write_text("".join(json.dumps({"path": f"masks/{i}.png", "lr": f"{i}.png",
+                                                               "error": "ValueError: corrupt"}) + "\n" for i in range(3)))
+    for run, n in ((empty, 0), (failed, 3)):
+        _open(d, build_run_report(run).index)
+        _page_clean(d)
+        assert d.execute_script("return document.querySelectorAll('.card').length") == 0
+        assert d.find_element("id", "table-status").text == f"all {n} images loaded"
+        assert d.execute_script("return document.querySelector('[data-stat=failed] b').textContent") == str(n)
+        assert _download(d, "dl-train") == b"" and _download(d, "dl-val") == b""
