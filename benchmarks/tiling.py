@@ -16,6 +16,8 @@ levels over all values of all images:
     python benchmarks/tiling.py curve --model realesrgan-x4plus --tile 64 \\
         --configs 10:0,16:0,16:16,24:16,32:16,48:16
     python benchmarks/tiling.py curve --model srmd-x4 --tile 64 --configs 4:0,8:0,12:0
+    python benchmarks/tiling.py context --model realesrgan-x4plus --image rocket --contexts 4,8,16,24,32,40
+    python benchmarks/tiling.py time --model realesrgan-x4plus --tile 64 --size 96 --rounds 3
     python benchmarks/tiling.py memory --model realesrgan-x4plus --size 96   # estimate vs peak RSS
 """
 from __future__ import annotations
@@ -102,6 +104,14 @@ def curve(args) -> None:
     rows = []
     for ctx, ov in configs:
         acc, seams, refs, ratios = [], [], [], []
+        if args.rounds == 0:   # one tiled call per image, timed against the untiled call above
+            for n, img in imgs.items():
+                t0 = time.perf_counter()
+                tiled = model.upscale(img, tile=args.tile, tile_pad=ctx, overlap=ov)
+                ratios.append((time.perf_counter() - t0) / t_whole[n])
+                acc.append((tiled, whole[n]))
+                seams.append(seam_ratio(tiled, args.tile, pre_pad, s))
+                refs.append(seam_ratio(whole[n], args.tile, pre_pad, s))
         for r in range(args.rounds):
             for n, img in imgs.items():
                 order = [0, 1] if r % 2 == 0 else [1, 0]
@@ -123,6 +133,65 @@ def curve(args) -> None:
                "seam_ref": [round(x, 3) for x in refs], "time_vs_untiled": round(statistics.median(ratios), 3)}
         rows.append(row)
         print(json.dumps(row), flush=True)
+
+
+def context(args) -> None:
+    """Error versus context of one cut: a ``--core`` px square in the middle of the image run with
+    c px of context on every side (what a tile with context c gives its corner pixels), its output
+    compared with the untiled output. Cheap: one window per context."""
+    import torch
+
+    from desra_fast.models import load_sr
+
+    torch.set_num_threads(args.threads)
+    model = load_sr(args.model, runtime="torch")
+    s, pre = model.scale, model.info["pre_pad"]
+    img = real_lr([args.image])[args.image]
+    whole = model.upscale(img)
+    h, w = img.shape[:2]
+    cy, cx = (h - args.core) // 2, (w - args.core) // 2
+    ref = whole[cy * s:(cy + args.core) * s, cx * s:(cx + args.core) * s].astype(np.int32)
+    print(f"# {args.model}, {args.image} {h}x{w}, core {args.core} px at ({cy}, {cx}); {machine()} "
+          f"(2 cores shared with other engineers' jobs)")
+    for c in (int(v) for v in args.contexts.split(",")):
+        if cy - c < 0 or cx - c < 0 or cy + args.core + c > h or cx + args.core + c > w:
+            print(json.dumps({"context": c, "skipped": "the window would leave the image"}))
+            continue
+        win = img[cy - c:cy + args.core + c, cx - c:cx + args.core + c]
+        out = model.upscale(win, pre_pad=0)[c * s:(c + args.core) * s, c * s:(c + args.core) * s]
+        d = np.abs(out.astype(np.int32) - ref)
+        print(json.dumps({"context": c, "within2": round(float((d <= 2).mean()), 5),
+                          "within1": round(float((d <= 1).mean()), 5), "max": int(d.max()),
+                          "mean": round(float(d.mean()), 4)}), flush=True)
+
+
+def timing(args) -> None:
+    """Time cost of the default context: untiled vs tiled with the defaults vs Real-ESRGAN's
+    tiling (10 px, no blend), same process, rounds interleaved (order rotating), median of the
+    per-round ratios to the untiled call."""
+    import torch
+
+    from desra_fast.models import load_sr
+
+    torch.set_num_threads(args.threads)
+    model = load_sr(args.model, runtime="torch")
+    img = real_lr([args.image])[args.image][:args.size, :args.size]
+    paths = {"untiled": {}, "default": {"tile": args.tile}, "tile_pad=10": {"tile": args.tile, "tile_pad": 10}}
+    model.upscale(img[:16, :16])
+    times = {k: [] for k in paths}
+    for r in range(args.rounds):
+        names = list(paths)
+        names = names[r % len(names):] + names[:r % len(names)]
+        for k in names:
+            t0 = time.perf_counter()
+            model.upscale(img, **paths[k])
+            times[k].append(time.perf_counter() - t0)
+    print(f"# {args.model}, LR {img.shape[0]}x{img.shape[1]} ({args.image}), tile {args.tile}, {args.rounds} rounds, "
+          f"{args.threads} threads; {machine()} (2 cores shared with other engineers' jobs)")
+    for k in paths:
+        ratios = [t / u for t, u in zip(times[k], times["untiled"])]
+        print(json.dumps({"path": k, "median_s": round(statistics.median(times[k]), 3),
+                          "vs_untiled": round(statistics.median(ratios), 3)}))
 
 
 def memory(args) -> None:
@@ -151,15 +220,30 @@ def main() -> None:
     c.add_argument("--model", default="realesrgan-x4plus")
     c.add_argument("--tile", type=int, default=64)
     c.add_argument("--configs", default="10:0,16:0,16:16,24:16,32:16,48:16", help="context:overlap,...")
-    c.add_argument("--rounds", type=int, default=1)
+    c.add_argument("--rounds", type=int, default=1,
+                   help="timing rounds (untiled and tiled interleaved); 0: one tiled call per configuration, "
+                   "timed against one untiled call (for a loaded machine: the error figures are the same)")
     c.add_argument("--images", default="rocket,motorcycle", help="samples/lr names")
     c.add_argument("--threads", type=int, default=2)
     m = sub.add_parser("memory")
     m.add_argument("--model", default="realesrgan-x4plus")
     m.add_argument("--size", type=int, default=96)
     m.add_argument("--threads", type=int, default=2)
+    x = sub.add_parser("context")
+    x.add_argument("--model", default="realesrgan-x4plus")
+    x.add_argument("--image", default="rocket")
+    x.add_argument("--core", type=int, default=16)
+    x.add_argument("--contexts", default="4,8,16,24,32,40")
+    x.add_argument("--threads", type=int, default=1)
+    t = sub.add_parser("time")
+    t.add_argument("--model", default="realesrgan-x4plus")
+    t.add_argument("--image", default="rocket")
+    t.add_argument("--size", type=int, default=96)
+    t.add_argument("--tile", type=int, default=64)
+    t.add_argument("--rounds", type=int, default=3)
+    t.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
-    curve(args) if args.cmd == "curve" else memory(args)
+    {"curve": curve, "memory": memory, "time": timing, "context": context}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -177,16 +177,14 @@ def activation_bytes_per_pixel(module: torch.nn.Module, in_channels: int, scale:
 
 
 def model_bytes_per_pixel(module, info: dict, device) -> float:
-    """:func:`activation_bytes_per_pixel` of an SR module (its first convolution gives the input
-    channels; pixel-unshuffle RRDBNets take RGB); for a runner-only model (exported ONNX /
-    TensorRT), 64 float32 features at output resolution twice over, Real-ESRGAN's layout."""
+    """:func:`activation_bytes_per_pixel` of an SR module (an :class:`SRModel` module takes RGB:
+    wrappers such as SRMD's build their extra input channels inside); for a runner-only model
+    (exported ONNX / TensorRT), 64 float32 features at output resolution twice over, the
+    Real-ESRGAN layout."""
     scale = int(info["scale"])
     if module is None:
         return 1.5 * 2 * 64 * 4 * scale ** 2 + 12 * scale ** 2
-    cin = next(c for c in module.modules() if isinstance(c, torch.nn.Conv2d)).in_channels
-    if info.get("arch") == "RRDBNet" and cin in (12, 48):
-        cin = 3
-    return activation_bytes_per_pixel(module, cin, scale, device=device, probe=16 * int(info.get("mod", 1)))
+    return activation_bytes_per_pixel(module, 3, scale, device=device, probe=16 * int(info.get("mod", 1)))
 
 
 def auto_tile(h: int, w: int, *, bytes_per_pixel: float, budget: int, scale: int, tile_pad: int, overlap: int,
