@@ -346,9 +346,12 @@ def test_bad_images_and_hostile_names_are_recorded(data, tmp_path, capsys):
     src = tmp_path / "lr"
     src.mkdir()
     rng = np.random.default_rng(2)
-    names = ["-rf NaN Infinity", "sp ace\u00e9\u6f22", "quote\"'back\\slash", "ok"]
+    names = ["-rf NaN Infinity", "sp ace\u00e9\u6f22", "quote\"'back\\slash", "new\nline",
+             os.fsdecode(b"not utf-8 \xff\xfe"), "ok"]
     for n in names:
-        cv2.imwrite(str(src / f"{n}.png"), rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+        png = cv2.imencode(".png", rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))[1].tobytes()
+        with open(os.fsencode(src / f"{n}.png"), "wb") as fh:
+            fh.write(png)
     (src / "trunc.png").write_bytes((src / "ok.png").read_bytes()[:40])
     (src / "tiny.png").write_bytes(cv2.imencode(".png", np.zeros((2, 2, 3), np.uint8))[1].tobytes())
     (src / "twice.png").write_bytes((src / "ok.png").read_bytes())
@@ -361,6 +364,7 @@ def test_bad_images_and_hostile_names_are_recorded(data, tmp_path, capsys):
     assert "trunc.png" in rep["errors"]["trunc"] and "ambiguous" in rep["errors"]["twice"]
     for n in names:
         assert (out / "sr" / "after" / f"{n}.png").is_file() and (out / "compare" / f"{n}.jpg").is_file()
+    assert (out / "report.json").read_bytes().isascii()  # undecodable bytes escaped, JSON still valid
     err = capsys.readouterr().err
     assert "trunc" in err and "Traceback" not in err
 
