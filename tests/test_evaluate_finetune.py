@@ -325,9 +325,18 @@ def test_bad_models_keys_and_scales(data, tmp_path, capsys):
     bad.write_bytes(b"not a checkpoint")
     x2 = tmp_path / "x2.pth"
     torch.save({"params_ema": tiny(5, scale=2).state_dict()}, x2)
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    evil = tmp_path / "evil.pth"
+    torch.save({"params_ema": Evil()}, evil)
     cases = [
         ({"after": tmp_path / "missing.pth"}, [], "missing.pth"),
         ({"after": bad}, [], "bad.pth"),
+        ({"before": evil}, [], "evil.pth"),
         ({"mse": x2}, [], "different factors"),
         ({"before": models["after"], "after": models["before"]}, ["--after-key", "params"], "'params'"),
     ]
@@ -337,6 +346,7 @@ def test_bad_models_keys_and_scales(data, tmp_path, capsys):
         err = capsys.readouterr().err
         assert needle in err, (needle, err)
         assert "Traceback" not in err
+    assert not marker.exists()  # the malicious pickle was refused, not run
 
 
 def test_bad_images_and_hostile_names_are_recorded(data, tmp_path, capsys):
