@@ -85,6 +85,7 @@ class EvaluateFinetuneJob(FolderJob):
         self._items: Optional[List[Item]] = None
         self.paths: Dict[str, str] = {}
         self.reuse_sr = reuse_sr
+        self._fingerprints: Dict[str, str] = {}
 
     # ------------------------------------------------------------------ before any item
     def validate(self) -> None:
@@ -156,7 +157,9 @@ class EvaluateFinetuneJob(FolderJob):
         from .sources import file_fingerprint
 
         self._load_models()
-        out: Dict[str, Any] = {name: file_fingerprint(path) for name, path in self.paths.items()}
+        if not self._fingerprints:  # hashed once: validate (--reuse-sr) and the engine both ask
+            self._fingerprints = {name: file_fingerprint(path) for name, path in self.paths.items()}
+        out: Dict[str, Any] = dict(self._fingerprints)
         out.update(after_key=self.after_key_used, sr_precision="fp32", runtime=self.runtime, tile=self.tile,
                    **self.detect_options)
         return out
