@@ -83,7 +83,7 @@ def bench_sr(args, tmp: str) -> str:
     from desra_fast.runtime.onnxruntime import OnnxRuntimeRunner
 
     param = packaged_model("realesrgan-x4plus")
-    model = load_sr(param)
+    model = load_sr(param, runtime="torch")
     t = time.perf_counter()
     onnx_path = to_onnx(model, os.path.join(tmp, "x4plus.onnx"))
     export_s = time.perf_counter() - t

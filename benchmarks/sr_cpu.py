@@ -59,8 +59,8 @@ def build_paths(threads: int, use_compile: bool):
     torch.set_num_threads(threads)
     param = packaged_model("realesrgan-x4plus")
     net = ncnn_net(param, threads=threads)
-    eager = load_sr(param)
-    cl = load_sr(param, channels_last=True)
+    eager = load_sr(param, runtime="torch")          # the torch paths (auto would pick OpenVINO)
+    cl = load_sr(param, channels_last=True, runtime="torch")
     paths = {
         "ncnn": lambda img: ncnn_realesrgan(net, img)[1],
         "eager": lambda img: eager.upscale(img),

@@ -112,9 +112,12 @@ def test_auto_picks_openvino_on_cpu_for_fp32_only():
         resolve_runtime("onnxruntime", "cpu", source="ir")
     m = load_sr(_tiny(), scale=4)
     assert m.info["runtime"] == "openvino"
-    # The torch module stays for an explicitly requested reduced precision (never chosen by auto).
+    # A reduced precision is the user's choice, made when loading: auto then keeps torch.
     img = lr_crop("rocket", 16, 30, 30)
-    assert m.upscale(img, precision="bf16").shape == (64, 64, 3)
+    with pytest.raises(ValueError, match="fixed when the runtime is built"):
+        m.upscale(img, precision="bf16")
+    t = load_sr(_tiny(), scale=4, precision="bf16")
+    assert t.info["runtime"] == "torch" and t.upscale(img, precision="bf16").shape == (64, 64, 3)
     with pytest.raises(RuntimeUnavailableError, match="CPU only"):
         resolve_runtime("openvino", "meta")
 

@@ -206,11 +206,10 @@ class SRModel:
         if precision not in _PRECISIONS:
             raise ValueError(f"upscale: precision must be one of fp32, fp16, bf16, got {precision!r}")
         dtype = _PRECISIONS[precision]
-        # A reduced precision asked per call runs the torch module when the model has one (the
-        # runner keeps the precision it was built with); a file-only model has no module to cast.
-        if dtype != torch.float32 and self.runner is not None and self.module is None:
+        if dtype != torch.float32 and self.runner is not None:
             raise ValueError(f"upscale: precision={precision!r} applies to the torch module; this model runs "
-                             f"through a runner whose precision is fixed when the runtime is built")
+                             f"through a runner whose precision is fixed when the runtime is built (load it "
+                             f"with precision={precision!r}, or runtime='torch' for a per-call precision)")
         x, restore = self._to_tensor(img)
         if isinstance(tile, str) and tile == "auto":
             tile = self.auto_tile(x.shape[2], x.shape[3], batch=x.shape[0], tile_pad=tile_pad, overlap=overlap,
