@@ -298,3 +298,43 @@ def test_segformer_labels_equal_torch(segformers, variant, tmp_path):
         a, b = seg.segment(img), ov_seg.segment(img)
         assert len(np.unique(a)) > 1
         np.testing.assert_array_equal(a, b)
+
+
+def test_direct_translation_and_its_limits():
+    """The fx -> OpenVINO translation equals torch on the layers it maps, refuses the others."""
+    import openvino
+    from torch import nn
+    import torch.nn.functional as F
+
+    from desra_fast.models.srmd import SRMD, SRMDRGB
+    from desra_fast.runtime.openvino_graph import translate
+
+    class Mixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 12, 3, stride=1, padding=2, dilation=2)
+            self.act, self.ps = nn.ReLU(), nn.PixelShuffle(2)
+
+        def forward(self, x):
+            y = F.leaky_relu(self.c1(x), 0.1) * 0.5 + 1.0
+            y = self.ps(self.act(self.c2(y)))
+            return torch.cat([F.interpolate(x, scale_factor=2, mode="nearest"), y - 0.25], 1)
+
+    class Bilinear(nn.Module):
+        def forward(self, x):
+            return F.interpolate(x, None, 2, "bilinear")
+
+    torch.manual_seed(9)
+    core = openvino.Core()
+    x = torch.rand(2, 3, 13, 17)
+    for net in (Mixed().eval(), SRMDRGB(SRMD(19, 3, 8, 3, 2), 5).eval(), _tiny(seed=1, scale=1)):
+        g = translate(net, 3)
+        assert g is not None, type(net).__name__
+        y = core.compile_model(g, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request().infer(
+            {0: x[..., :12, :16].numpy()})[0]
+        with torch.no_grad():
+            ref = net(x[..., :12, :16]).numpy()
+        assert y.shape == ref.shape and np.abs(y - ref).max() < 1e-5
+    assert translate(Bilinear(), 3) is None
+    assert translate(nn.Sequential(nn.Conv2d(3, 3, 3, groups=3, padding=1)), 3) is None
+    assert translate(nn.Sequential(nn.Conv2d(3, 3, 3), nn.LayerNorm(3)), 3) is None

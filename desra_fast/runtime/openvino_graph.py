@@ -110,9 +110,10 @@ def _function_op(ops, fn, args, kwargs):
         slope = kwargs.get("negative_slope", args[1] if len(args) > 1 else 0.01)
         return ops.prelu(args[0], _const(ops, [slope]))
     if fn is F.interpolate:
-        mode = kwargs.get("mode", "nearest")
+        mode = kwargs.get("mode", args[3] if len(args) > 3 else "nearest")
         scale = kwargs.get("scale_factor", args[2] if len(args) > 2 else None)
-        if mode != "nearest" or scale is None or kwargs.get("size") is not None:
+        size = kwargs.get("size", args[1] if len(args) > 1 else None)
+        if mode != "nearest" or scale is None or size is not None or len(args) > 4:
             raise _Unsupported(f"interpolate mode={mode} size={kwargs.get('size')}")
         return _nearest(ops, args[0], scale)
     if fn is F.pixel_unshuffle:
