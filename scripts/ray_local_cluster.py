@@ -59,6 +59,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie has already ended)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
 class LocalRayCluster:
     """A head node and ``nodes - 1`` worker nodes, each a ``ray start`` process group.
 
@@ -107,11 +116,26 @@ class LocalRayCluster:
             fh.write(secrets.token_hex(32))
         try:
             for i in range(self.nodes):
-                self._start_node(i)
+                self._start_node_retrying(i)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _start_node_retrying(self, i: int, attempts: int = 3) -> None:
+        """``ray start`` of node ``i``, again after a failure: Ray gives a raylet a fixed 30 s to
+        register, which an overloaded machine can miss."""
+        for attempt in range(attempts):
+            try:
+                return self._start_node(i)
+            except RuntimeError:
+                if attempt == attempts - 1:
+                    raise
+                self.kill_node(i)  # what the failed start left, before a fresh one
+                self.pgids.pop()
+                if i == 0:
+                    self.port = free_port()
+                    self.address = f"{LOOPBACK}:{self.port}"
 
     def _node_args(self, i: int) -> List[str]:
         args = ["start", "--node-ip-address", LOOPBACK, "--num-cpus", str(self.cpus), "--num-gpus", "0",
@@ -138,7 +162,7 @@ class LocalRayCluster:
         if i > 0:  # Ray reads it at import; _WORKER_START sets it for the node's children
             env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
         log = os.path.join(self.dir, f"node{i}.log")
-        self.logs.append(log)
+        self.logs[i:] = [log]
         with open(log, "wb") as fh:
             # its own session (process group): the raylet, its agents and workers stay in it after
             # `ray start` returns, so that one killpg stops (or kills) exactly this node
@@ -160,45 +184,60 @@ class LocalRayCluster:
             return ""
 
     def kill_node(self, i: int, sig: int = signal.SIGKILL) -> None:
-        """Kill node ``i`` (its raylet, object store, agents and Ray workers) with ``sig``."""
+        """Kill node ``i`` with ``sig``: its process group (raylet, object store, agents) and the
+        Ray workers it spawned (they run in process groups of their own)."""
         pgid = self.pgids[i]
         if pgid is None:
             return
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            pass
+        for pid in self._members({pgid}, None):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
         if sig == signal.SIGKILL:
             self.pgids[i] = None
 
     def pids(self) -> List[int]:
-        """Live processes of this cluster: its process groups, and any process whose command
-        line names its private temp dir."""
-        found = set()
-        groups = {g for g in self.pgids if g is not None}
+        """Live processes of this cluster: its process groups, any process whose command line
+        names a node's temp dir, and their descendants (Ray's workers set up their own process
+        groups and rename themselves ``ray::...``)."""
+        # a path under a node's temp dir, as Ray's processes take it (``.../n0/session_...``): not
+        # the bare dir, which a shell or script merely naming this cluster may carry too
+        return self._members({g for g in self.pgids if g is not None}, os.path.join(self.dir, "n").encode())
+
+    @staticmethod
+    def _members(groups, mark: Optional[bytes]) -> List[int]:
+        procs = {}  # pid -> (ppid, pgid); zombies are already dead
         for name in os.listdir("/proc"):
             if not name.isdigit():
                 continue
             pid = int(name)
             try:
-                with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                    cmdline = fh.read()
                 with open(f"/proc/{pid}/stat", "rb") as fh:
-                    stat = fh.read()
+                    fields = fh.read().rsplit(b")", 1)[-1].split()
+                cmdline = b""
+                if mark is not None:
+                    with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                        cmdline = fh.read()
             except OSError:
                 continue
-            fields = stat.rsplit(b")", 1)[-1].split()
-            if fields and fields[0] == b"Z":  # a zombie is already dead
+            if len(fields) < 3 or fields[0] == b"Z":
                 continue
-            pgid = int(fields[2]) if len(fields) > 2 else -1
-            if pgid in groups or self.dir.encode() in cmdline:
-                found.add(pid)
+            procs[pid] = (int(fields[1]), int(fields[2]), mark is not None and mark in cmdline)
+        found = {pid for pid, (_, pgid, marked) in procs.items() if pgid in groups or marked}
+        grew = True
+        while grew:  # descendants of what was found
+            more = {pid for pid, (ppid, _, _) in procs.items() if ppid in found and pid not in found}
+            found |= more
+            grew = bool(more)
         found.discard(os.getpid())
         return sorted(found)
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0) -> List[int]:
         """Stop every process this cluster started (SIGTERM, then SIGKILL after ``timeout``),
-        and remove its temp dir. Safe to call more than once."""
+        and remove its temp dir; returns the processes still alive after that (none expected).
+        Safe to call more than once."""
+        tracked = set(self.pids())  # before the raylets die: their workers are found through them
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pgid in self.pgids:
                 if pgid is not None:
@@ -206,18 +245,23 @@ class LocalRayCluster:
                         os.killpg(pgid, sig)
                     except ProcessLookupError:
                         pass
-            for pid in self.pids():
+            tracked |= set(self.pids())
+            for pid in tracked:
                 try:
                     os.kill(pid, sig)
                 except ProcessLookupError:
                     pass
             deadline = time.monotonic() + (timeout if sig == signal.SIGTERM else 10.0)
-            while self.pids() and time.monotonic() < deadline:
+            while time.monotonic() < deadline:
+                tracked = {p for p in tracked | set(self.pids()) if _alive(p)}
+                if not tracked:
+                    break
                 time.sleep(0.2)
-            if not self.pids():
+            if not tracked:
                 break
         self.pgids = [None] * len(self.pgids)
         shutil.rmtree(self.dir, ignore_errors=True)
+        return sorted(tracked)
 
     def __enter__(self) -> "LocalRayCluster":
         return self.start()
