@@ -50,18 +50,8 @@ def ray_cluster():
     finally:
         for pgid in DRIVERS:
             kill_group(pgid)
-        cluster.stop()
-        left = cluster.pids() + [g for g in DRIVERS if _alive(g)]
+        left = cluster.stop() + cluster.pids() + [g for g in DRIVERS if ray_local_cluster._alive(g)]
         assert not left, f"Ray processes left behind: {_ps(left)}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat", "rb") as fh:  # a zombie is dead
-        return fh.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
 
 
 def _ps(pids: List[int]) -> str:

@@ -28,6 +28,8 @@ from ray_cluster import make_tiny_lr, ray_cluster, start_driver, stop_driver, wa
 from test_pipeline import make_lr_folder, output_files, read_manifest, run_cmd, tiny_models  # noqa: E402,F401
 
 from desra_fast import pipeline  # noqa: E402
+from desra_fast.jobs import JobError  # noqa: E402
+from desra_fast.pipeline.ray_engine import actor_layout  # noqa: E402
 
 DRIVER_TIMEOUT = 420
 #: the engine is under test, not the runtimes: both engines run the models on torch
@@ -142,3 +144,20 @@ def test_worker_node_killed_mid_run(ray_cluster, lr_and_ref, tiny_models, tmp_pa
     rc = wait_driver(proc, DRIVER_TIMEOUT)
     assert rc == 1, log.read_text(errors="replace")[-3000:]
     _check_complete(out, files, ref, log)
+
+
+def _node(cpu=0.0, gpu=0.0):
+    return {"Alive": True, "Resources": {"CPU": cpu, **({"GPU": gpu} if gpu else {})}}
+
+
+def test_actor_layout():
+    # CPU: one actor per node of the smallest node's size, all its CPUs; --ray-actors caps
+    assert actor_layout([_node(1), _node(1)], False, None) == (2, {"num_gpus": 0, "num_cpus": 1.0})
+    assert actor_layout([_node(0), _node(8), _node(16)], False, None) == (3, {"num_gpus": 0, "num_cpus": 8.0})
+    assert actor_layout([_node(2.5), _node(4)], False, 1) == (1, {"num_gpus": 0, "num_cpus": 2.0})
+    assert actor_layout([_node(1), _node(1)], False, 5)[0] == 2  # never more than fit
+    # GPU: one per GPU, no CPU claimed; none -> a clear error instead of actors waiting forever
+    assert actor_layout([_node(8), _node(4, 8), _node(4, 8)], True, None) == (16, {"num_gpus": 1, "num_cpus": 0})
+    assert actor_layout([_node(4, 8)], True, 3)[0] == 3
+    with pytest.raises(JobError, match="no GPU"):
+        actor_layout([_node(8)], True, None)

@@ -123,6 +123,8 @@ def actor_layout(nodes: List[Dict[str, Any]], gpu: bool, wanted: Optional[int]) 
     """
     if gpu:
         fit = sum(int(n.get("Resources", {}).get("GPU", 0)) for n in nodes)
+        if fit == 0:  # the actors would wait for a GPU forever
+            raise _engine.JobError("--device cuda: the Ray cluster has no GPU (ray status lists its resources)")
         res = {"num_gpus": 1, "num_cpus": 0}
     else:
         cpus = [float(n.get("Resources", {}).get("CPU", 0)) for n in nodes]
