@@ -214,6 +214,20 @@ def projection(overhead_s: float, driver_cpu_per_image: float, lines: List[str])
               "and that the shared storage keeps up (ImageNet val LR is 6.4 GB; masks ~1 KB each)."]
 
 
+def _shown_args(args: List[str]) -> str:
+    """The command's arguments without ``--out PATH`` (a path of this machine)."""
+    out, skip = [], False
+    for a in args:
+        if skip or a.startswith("--out="):
+            skip = False
+            continue
+        if a == "--out":
+            skip = True
+            continue
+        out.append(a)
+    return " ".join(out)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=2)
@@ -254,7 +268,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                      f"during the {others[1] / 60:.0f} min of this benchmark (7 other engineers shared the machine)")
     lines += ["", "Cluster: `scripts/ray_local_cluster.py` head + 1 worker node, `ray start --num-cpus 1 "
               "--object-store-memory 104857600`, 127.0.0.1, token auth; the driver is `desra-fast run` in its "
-              f"own process. Command: `python -m benchmarks.ray_scaling {' '.join(argv or sys.argv[1:])}`."]
+              f"own process. Command: `python -m benchmarks.ray_scaling {_shown_args(argv or sys.argv[1:])}`."]
     if res is not None:
         pi = res["per_image"]
         lines += ["", f"## Scaling: {n2 - n1} images of {a.lr_size}x{a.lr_size} (T({n2}) - T({n1})), "
