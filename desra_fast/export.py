@@ -33,7 +33,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
-__all__ = ["to_onnx", "cached_onnx", "upcast_onnx", "export_metadata", "PRECISIONS", "IO_NAMES"]
+__all__ = ["to_onnx", "cached_onnx", "upcast_onnx", "export_metadata", "load_exportable", "runtime_max_abs_diff",
+           "PRECISIONS", "IO_NAMES"]
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 #: (input name, output name) of the exported graphs, by model kind.
@@ -380,3 +381,66 @@ def upcast_onnx(src: Union[str, os.PathLike], dst: Union[str, os.PathLike]) -> P
     dst.parent.mkdir(parents=True, exist_ok=True)
     _atomic_save(model, dst)
     return dst
+
+
+def load_exportable(source, kind: str = "auto", *, noise_level: Optional[int] = None):
+    """The torch model of ``source`` to export: an SR model (:func:`desra_fast.models.load_sr`)
+    or an ADE20K segmenter (:func:`desra_fast.models.load_segmenter`, with its preprocessing).
+
+    Args:
+        source: a model file, folder or packaged name.
+        kind: ``"sr"``, ``"segmenter"`` or ``"auto"`` (an SR model first, then a segmenter).
+        noise_level: SRMD only, the noise level baked into the graph.
+
+    Raises:
+        ValueError: ``kind="auto"`` and neither loader reads ``source`` (both reasons given);
+        with an explicit ``kind``, that loader's own error.
+    """
+    errors = []
+    if kind in ("auto", "sr"):
+        from .models.sr import load_sr
+
+        try:
+            opts = {} if noise_level is None else {"noise_level": noise_level}
+            return load_sr(source, runtime="torch", **opts)
+        except Exception as e:  # any loader error: reported below if the segmenter fails too
+            if kind == "sr":
+                raise
+            errors.append(f"as an SR model: {e}")
+    from .models.segmenter import load_segmenter
+
+    try:
+        return load_segmenter(source, runtime="torch", num_classes=None)   # its preprocessing is stored
+    except Exception as e:
+        if kind == "segmenter":
+            raise
+        errors.append(f"as a segmenter: {e}")
+    raise ValueError(f"cannot load {source}: " + " | ".join(errors))
+
+
+def runtime_max_abs_diff(model, path, runner_type=None) -> float:
+    """Max |runtime - torch| of an exported ``model`` on a random float32 input in
+    [0, 1) of a size the export never saw: (1, C, 20, 24) for SR models (a multiple of 4, valid
+    for every scale), (1, 3, 44, 48) for segmenters.
+
+    Args:
+        model: the SRModel / Segmenter that was exported.
+        path: the exported file (``.onnx``, or what ``runner_type`` reads).
+        runner_type: the runner class (default :class:`desra_fast.runtime.onnxruntime.OnnxRuntimeRunner`;
+            e.g. the OpenVINO runner for an ``.xml``).
+
+    Returns:
+        the largest absolute difference between the runner's output and the torch module's.
+    """
+    import torch
+
+    from .runtime.onnxruntime import OnnxRuntimeRunner
+
+    runner_type = runner_type or OnnxRuntimeRunner
+    kind = _kind_of(model)
+    side = 44 if kind == "segmenter" else 20     # multiples of 4: valid for every SR scale
+    cin = _in_channels(model, model.module, model.info) if kind == "sr" else 3
+    x = torch.rand(1, cin, side, side + 4)
+    with torch.no_grad():
+        ref = model.module.cpu()(x)
+    return float((runner_type(path)(x) - ref).abs().max())

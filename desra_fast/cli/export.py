@@ -56,56 +56,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-verify", action="store_true", help="skip the runtime-vs-torch check")
 
 
-def _load(args):
-    from ..models.sr import load_sr
-
-    errors = []
-    if args.kind in ("auto", "sr"):
-        try:
-            opts = {} if args.noise_level is None else {"noise_level": args.noise_level}
-            return load_sr(args.model, runtime="torch", **opts)
-        except Exception as e:  # any loader error: reported below if the segmenter fails too
-            if args.kind == "sr":
-                raise
-            errors.append(f"as an SR model: {e}")
-    from ..models.segmenter import load_segmenter
-
-    try:
-        return load_segmenter(args.model, runtime="torch", num_classes=None)   # its preprocessing is stored
-    except Exception as e:
-        if args.kind == "segmenter":
-            raise
-        errors.append(f"as a segmenter: {e}")
-    raise ValueError(f"cannot load {args.model}: " + " | ".join(errors))
-
-
-def _verify(model, onnx_path, runner_type=None) -> float:
-    """Max |runtime - torch| on a random input of a size the export never saw (ONNX Runtime, or
-    ``runner_type`` such as the OpenVINO runner)."""
-    import torch
-
-    from ..export import _kind_of
-    from ..runtime.onnxruntime import OnnxRuntimeRunner
-
-    runner_type = runner_type or OnnxRuntimeRunner
-    kind = _kind_of(model)
-    side = 44 if kind == "segmenter" else 20     # multiples of 4: valid for every SR scale
-    cin = 3
-    if kind == "sr":
-        from ..export import _in_channels
-
-        cin = _in_channels(model, model.module, model.info)
-    x = torch.rand(1, cin, side, side + 4)
-    with torch.no_grad():
-        ref = model.module.cpu()(x)
-    return float((runner_type(onnx_path)(x) - ref).abs().max())
-
-
 def run(args, parser) -> int:
     import importlib.util
     from pathlib import Path
 
-    from ..export import to_onnx
+    from ..export import load_exportable, runtime_max_abs_diff, to_onnx
     from ..runtime import RuntimeUnavailableError, resolve_runtime
 
     out = Path(args.output)
@@ -121,7 +76,7 @@ def run(args, parser) -> int:
                 parser.error("--format openvino stores float32 weights; the precision is chosen when the IR is "
                              "loaded (load_sr(..., precision='bf16'), --runtime openvino --precision bf16)")
             resolve_runtime("openvino", "cpu", source="ir")
-        model = _load(args)
+        model = load_exportable(args.model, args.kind, noise_level=args.noise_level)
         if args.format == "openvino":
             from ..runtime.openvino import OpenVINORunner, save_ir
 
@@ -129,14 +84,14 @@ def run(args, parser) -> int:
             size = (out.stat().st_size + out.with_suffix(".bin").stat().st_size) / 2 ** 20
             print(f"desra-fast export: wrote {out} and {out.with_suffix('.bin').name} ({size:.1f} MiB, fp32 weights)")
             if not args.no_verify:
-                diff = _verify(model, out, OpenVINORunner)
+                diff = runtime_max_abs_diff(model, out, OpenVINORunner)
                 print(f"desra-fast export: OpenVINO vs torch on an unseen size: max abs diff {diff:.2e}")
             return 0
         if args.format == "onnx":
             to_onnx(model, out, opset=args.opset, precision=args.precision)
             print(f"desra-fast export: wrote {out} ({out.stat().st_size / 2 ** 20:.1f} MiB, {args.precision})")
             if not args.no_verify and importlib.util.find_spec("onnxruntime") is not None:
-                diff = _verify(model, out)
+                diff = runtime_max_abs_diff(model, out)
                 print(f"desra-fast export: onnxruntime vs torch on an unseen size: max abs diff {diff:.2e}")
             return 0
         from ..runtime.tensorrt import build_engine, weak_typing
