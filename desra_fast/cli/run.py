@@ -34,7 +34,7 @@ def add_arguments(parser) -> None:
                         help="SR tile size in LR pixels (default 0: untiled up to 1 MP of LR, tiles of 512 above)")
     parser.add_argument("--tile-pad", type=non_negative_int, default=None,
                         help="context around each tile (default: the model's measured seam-free context and "
-                        "blended overlap, 32 + 16 px for RRDBNet; a value given here is Real-ESRGAN's "
+                        "blended overlap, 48 + 16 px for RRDBNet; a value given here is Real-ESRGAN's "
                         "crop-only tiling)")
     parser.add_argument("--batch", type=positive_int, default=1, help="same-size images per model call (default 1)")
     parser.add_argument("--save-sr", choices=("none", "png", "jpg", "webp"), default="none",

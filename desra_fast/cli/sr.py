@@ -39,7 +39,7 @@ def add_arguments(parser) -> None:
                         "(default 0)")
     parser.add_argument("--tile-pad", "--tile_pad", dest="tile_pad", type=non_negative_int, default=None,
                         help="context around each tile (default: the model's measured seam-free context and "
-                        "blended overlap, 32 + 16 px for RRDBNet; a value given here is Real-ESRGAN's "
+                        "blended overlap, 48 + 16 px for RRDBNet; a value given here is Real-ESRGAN's "
                         "crop-only tiling)")
     parser.add_argument("--max-memory", type=memory_size, default=None, metavar="SIZE",
                         help="memory budget of --tile auto, e.g. 512M, 4G (default 2G on CPU, 80%% of the free "

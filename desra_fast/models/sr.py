@@ -179,7 +179,7 @@ class SRModel:
                 bounded by ``(tile + 2 * tile_pad + overlap)^2``, not the image.
             tile_pad: context pixels run around the kept part of each tile and cropped from its
                 output. None (default): the architecture's measured default
-                (:data:`desra_fast.models.tiling.DEFAULT_TILING`: RRDBNet 32, SRMD 12).
+                (:data:`desra_fast.models.tiling.DEFAULT_TILING`: RRDBNet 48, SRMD 12).
             overlap: width in LR pixels of the band centred on each tile border that both
                 neighbours keep and blend with raised-cosine weights (seam-free tiling). None:
                 the architecture's default (RRDBNet 16, SRMD 0) when ``tile_pad`` is None too,

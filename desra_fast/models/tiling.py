@@ -25,8 +25,8 @@ __all__ = ["DEFAULT_TILING", "resolve", "upscale_tiled", "auto_tile", "activatio
 #: (context, overlap) in LR pixels by architecture, from the measured error-versus-context curve.
 #: SRMD: 12 plain 3x3 convolutions at LR resolution = a receptive-field radius of exactly 12 px,
 #: so 12 px of context is exact and nothing needs blending.
-DEFAULT_TILING = {"RRDBNet": (32, 16), "SRMD": (12, 0)}
-_FALLBACK_TILING = (32, 16)
+DEFAULT_TILING = {"RRDBNet": (48, 16), "SRMD": (12, 0)}
+_FALLBACK_TILING = (48, 16)
 
 
 def resolve(info: dict, tile_pad: int | None, overlap: int | None) -> tuple[int, int]:
