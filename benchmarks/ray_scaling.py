@@ -70,18 +70,17 @@ def make_folder(root: Path, n: int, size: int, seed: int) -> None:
         cv2.imwrite(str(rel), img)
 
 
-def cpu_seconds(pids: List[int]) -> float:
-    """utime + stime + cutime + cstime of ``pids`` (the reaped children's CPU included: a Ray
-    worker's CPU lands in its raylet's cutime when it exits)."""
-    tck, total = os.sysconf("SC_CLK_TCK"), 0
+def cpu_by_pid(pids: List[int]) -> Dict[int, float]:
+    """utime + stime (seconds) of each of ``pids`` still running."""
+    tck, out = os.sysconf("SC_CLK_TCK"), {}
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in fields[11:15])
+            out[pid] = (int(fields[11]) + int(fields[12])) / tck
         except (OSError, IndexError, ValueError):
             pass
-    return total / tck
+    return out
 
 
 class Driver:
@@ -90,8 +89,12 @@ class Driver:
     def __init__(self, cmd: List[str], env: Dict[str, str], log: Path):
         self.cmd, self.env, self.log = cmd, env, log
 
-    def run(self, timeout: float = 1800) -> Tuple[int, float, int, float]:
-        """(exit status, wall seconds, peak RSS bytes, CPU seconds) of the driver process."""
+    def run(self, timeout: float = 1800, watch=None) -> Tuple[int, float, int, float]:
+        """(exit status, wall seconds, peak RSS bytes, CPU seconds) of the driver process, plus
+        the CPU that the processes ``watch()`` lists (a cluster's) spent meanwhile: sampled every
+        0.1 s, so a Ray worker that ends with the job is counted up to its last sample."""
+        first = cpu_by_pid(watch()) if watch else {}
+        last = dict(first)
         t0 = time.perf_counter()
         with open(self.log, "wb") as fh:
             proc = subprocess.Popen(self.cmd, stdout=fh, stderr=subprocess.STDOUT, env=self.env,
@@ -109,6 +112,8 @@ class Driver:
                         cpu = (int(fields[11]) + int(fields[12])) / tck
                 except (OSError, IndexError, ValueError):
                     pass
+                if watch:
+                    last.update(cpu_by_pid(watch()))
                 if time.perf_counter() - t0 > timeout:
                     break
                 time.sleep(0.1)
@@ -118,6 +123,7 @@ class Driver:
             except ProcessLookupError:
                 pass
             rc = proc.wait()
+        cpu += sum(v - first.get(pid, 0.0) for pid, v in last.items())
         return rc, time.perf_counter() - t0, peak, cpu
 
 
@@ -147,13 +153,12 @@ def scaling(cluster, work: Path, models, lr: Path, sizes: Tuple[int, int], round
             for n in (n1, n2):
                 k += 1
                 out = work / f"out{k}"
-                c0 = cpu_seconds(cluster.pids()) if mode != "local" else 0.0
                 rc, wall, _, cpu = Driver(run_cmd(lr, out, models, "--batch", str(batch), "--limit", str(n), *extra),
-                                          env, work / f"log{k}.txt").run()
+                                          env, work / f"log{k}.txt").run(watch=None if mode == "local" else cluster.pids)
                 if rc != 0:
                     raise SystemExit(f"{mode} n={n} failed: " + (work / f"log{k}.txt").read_text()[-2000:])
                 t[n] = wall
-                c[n] = cpu + (cpu_seconds(cluster.pids()) - c0 if mode != "local" else 0.0)
+                c[n] = cpu
             this[mode] = (t[n2] - t[n1]) / (n2 - n1)
             per_image[mode].append(this[mode])
             cpu_image[mode].append((c[n2] - c[n1]) / (n2 - n1))
