@@ -10,12 +10,15 @@ torch module in ``tests/test_runtime_openvino.py`` (real x4plus and SRMD weights
 """
 from __future__ import annotations
 
+import logging
 import operator
 from typing import Any, Dict, Optional
 
 import numpy as np
 
 __all__ = ["translate"]
+
+log = logging.getLogger(__name__)
 
 
 class _Unsupported(Exception):
@@ -187,11 +190,18 @@ def translate(module, in_channels: int) -> Optional[Any]:
     """
     import openvino as ov
     import openvino.opset13 as ops
+    from torch import nn
 
+    leaves = (nn.Conv2d, nn.LeakyReLU, nn.ReLU, nn.PixelShuffle, nn.PixelUnshuffle, nn.Identity, nn.Upsample)
+    if any(not isinstance(m, leaves) for m in module.modules() if not any(True for _ in m.children())):
+        return None     # a layer outside the set (LayerNorm, Linear, attention...): decided before tracing
     param = ops.parameter(ov.PartialShape([-1, int(in_channels), -1, -1]), ov.Type.f32, name="input")
     try:
         out = _graph(ops, module, param.output(0))
     except _Unsupported:
+        return None
+    except Exception as e:  # noqa: BLE001 - an optimisation with a fallback: never fail a load
+        log.debug("no direct OpenVINO translation of %s: %s: %s", type(module).__name__, type(e).__name__, e)
         return None
     res = ops.result(out)
     return ov.Model([res], [param], type(module).__name__)
