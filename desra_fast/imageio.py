@@ -18,7 +18,7 @@ import numpy as np
 
 # The one atomic writer and the constants it shares with the readers live in utils; re-exported
 # here because every image writer of the package is reached through this module.
-from .utils import IMAGE_EXTENSIONS, TMP_SUFFIX, write_bytes_atomic
+from .utils import IMAGE_EXTENSIONS, TMP_SUFFIX, scan_files, write_bytes_atomic
 
 PathLike = Union[str, os.PathLike]
 
@@ -137,16 +137,7 @@ def write_mask_png(path: PathLike, mask: np.ndarray, *, fsync: bool = True) -> N
 
 def remove_stale_tmp_files(root: PathLike) -> int:
     """Delete every ``*.desra-tmp`` file under ``root`` (left by a killed job); returns the count."""
-    removed = 0
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            if name.endswith(TMP_SUFFIX):
-                try:
-                    os.unlink(os.path.join(dirpath, name))
-                    removed += 1
-                except FileNotFoundError:
-                    pass
-    return removed
+    return scan_files(root)[1]
 
 
 def list_images(root: PathLike, exclude: Sequence[PathLike] = ()) -> Dict[str, List[str]]:

@@ -10,12 +10,12 @@ import hashlib
 import itertools
 import os
 from pathlib import Path
-from typing import Iterable, List, Union
+from typing import Iterable, List, Set, Tuple, Union
 
 PathLike = Union[str, os.PathLike]
 
 #: Suffix of temporary files; only files ending with it are ever deleted as stale
-#: (:func:`desra_fast.imageio.remove_stale_tmp_files`).
+#: (:func:`scan_files`).
 TMP_SUFFIX = ".desra-tmp"
 
 #: File name endings read as images (case-insensitive).
@@ -33,7 +33,7 @@ def write_bytes_atomic(path: PathLike, data, *, fsync: bool = True) -> None:
 
     The temporary file lives in the destination directory (a rename across filesystems would not
     be atomic) and is named ``.<name>.<pid>.<n>.desra-tmp``, so that a killed writer leaves only a
-    file that :func:`desra_fast.imageio.remove_stale_tmp_files` recognises. With ``fsync`` the
+    file that :func:`scan_files` recognises. With ``fsync`` the
     data reach the disk before the rename, so even a power loss cannot expose a truncated file
     under its name.
 
@@ -59,6 +59,29 @@ def write_bytes_atomic(path: PathLike, data, *, fsync: bool = True) -> None:
         except OSError:
             pass
         raise
+
+
+def scan_files(root: PathLike) -> Tuple[Set[str], int]:
+    """Walk ``root``: the files there, with the stale temporary files of killed writers removed.
+
+    Returns:
+        (set of '/'-separated paths relative to ``root`` of every file except ``*.desra-tmp``
+        ones, number of ``*.desra-tmp`` files deleted). A missing ``root`` gives ``(set(), 0)``.
+    """
+    present, removed = set(), 0
+    for dirpath, _dirs, files in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        for name in files:
+            if name.endswith(TMP_SUFFIX):
+                try:
+                    os.unlink(os.path.join(dirpath, name))
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+                continue
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            present.add(rel.replace(os.sep, "/"))
+    return present, removed
 
 
 def file_sha256(*paths: PathLike) -> str:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, Optional, Tuple
 
-from ..utils import TMP_SUFFIX, write_bytes_atomic
+from ..utils import scan_files, write_bytes_atomic
 
 MANIFEST = "manifest.jsonl"
 LOCK_FILE = ".desra-fast.lock"
@@ -141,20 +141,7 @@ def check_settings(out_dir: Path, settings: Dict[str, object]) -> None:
 def scan_outputs(out_dir: Path) -> Tuple[set, int]:
     """(set of '/'-separated relative paths of the files under out_dir, number of stale
     ``*.desra-tmp`` files of an interrupted run removed)."""
-    present, removed = set(), 0
-    for dirpath, _dirs, files in os.walk(out_dir):
-        rel_dir = os.path.relpath(dirpath, out_dir)
-        for name in files:
-            if name.endswith(TMP_SUFFIX):
-                try:
-                    os.unlink(os.path.join(dirpath, name))
-                    removed += 1
-                except FileNotFoundError:
-                    pass
-                continue
-            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
-            present.add(rel.replace(os.sep, "/"))
-    return present, removed
+    return scan_files(out_dir)
 
 
 def write_outputs(out_dir: str, files: Iterable[Tuple[str, bytes]], commit: str, fsync: bool = True) -> None:
