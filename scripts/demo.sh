@@ -7,10 +7,15 @@
 #   gan/*.png mse/*.png the SR pair
 #   overlays/*.jpg     GAN-SR with the detected regions tinted and outlined | MSE-SR
 #   manifest.jsonl     one JSON line per image (artifact fraction, regions, D statistics, timings)
+#   report/index.html  the review site (desra-fast report): ranked gallery, sliders, curation
 # Extra arguments go to `desra-fast run` (e.g. --device cuda). Rerunning resumes (nothing to do).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 PY=${PYTHON:-python3}
-exec $PY -m desra_fast run --lr samples/lr --gan-model realesrgan-x4plus --mse-model srmd-x4 \
-  --out demo_run --save-sr png --overlay "$@"
+status=0
+$PY -m desra_fast run --lr samples/lr --gan-model realesrgan-x4plus --mse-model srmd-x4 \
+  --out demo_run --save-sr png --overlay "$@" || status=$?
+# The review site also shows the images that failed, so it is written whatever the run's status.
+$PY -m desra_fast report --run demo_run
+exit "$status"
