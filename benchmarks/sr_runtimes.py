@@ -10,7 +10,7 @@ no ADE20K weights install offline): seconds per input Mpx, speed-up vs torch eag
 labels equal to torch's.
 
     python benchmarks/sr_runtimes.py                  # short default: x4plus 64^2, SRMD 64^2, B0/B5 at 64x96
-    python benchmarks/sr_runtimes.py --sizes 128 256  # the issue's sizes (minutes per round on 2 cores)
+    python benchmarks/sr_runtimes.py --sizes 128 256  # the README's sizes (minutes per round on 2 cores)
 
 Writes markdown to stdout (and ``--out FILE``).
 """
@@ -220,7 +220,7 @@ def bench_run(args) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[64], help="x4plus LR sides (default 64; issue: 128 256)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[64], help="x4plus LR sides (default 64; the README quotes 128 and 256)")
     ap.add_argument("--srmd-size", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)

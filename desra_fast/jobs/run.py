@@ -341,6 +341,7 @@ class PipelineJob(FolderJob):
         if self.cfg.overlay:
             lines.append(f"  overlays: {out}/{OVERLAY_DIR}/<relative path>.jpg")
         lines.append(f"  manifest: {out}/manifest.jsonl   (rank it: desra-fast select --run {out})")
+        lines.append(f"  review:   desra-fast report --run {out}   (writes {out}/report/index.html)")
         return lines
 
 
