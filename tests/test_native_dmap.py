@@ -62,6 +62,53 @@ def d_prime(d64, labels, weights):
     return d64 if labels is None else np.clip(d64 * weights[labels[:, 5:-5, 5:-5].astype(np.int64)], 0, 1)
 
 
+#: Bound on the float64 oracle's own error in D (observed up to 3e-8 on uint16 inputs).
+ORACLE_RESOLUTION = 1e-7
+
+
+def exact_d(gan, mse, window: int, scale: float, n: int, i: int, j: int):
+    """D of one pixel (image n, window top-left (i, j)) with exact rational window sums and
+    60-digit square roots: the arbiter where the float64 oracle is at its resolution."""
+    from decimal import Decimal, localcontext
+    from fractions import Fraction
+
+    win = _window(window)
+    sc = Fraction(float(scale))
+    eps, c_const = Fraction(1e-8), Fraction(C_CONST)
+
+    def variance(ch):
+        mu = e2 = Fraction(0)
+        for a in range(11):
+            for b in range(11):
+                wv, x = Fraction(float(win[a, b])), Fraction(ch[i + a, j + b].item()) * sc
+                mu += wv * x
+                e2 += wv * x * x
+        return e2 - mu * mu
+
+    def dec(f):
+        return Decimal(f.numerator) / Decimal(f.denominator)
+
+    g, m = np.asarray(gan)[n], np.asarray(mse)[n]
+    with localcontext() as ctx:
+        ctx.prec = 60
+        total = Decimal(0)
+        for c in range(g.shape[2]):
+            s1, s2 = variance(m[:, :, c]), variance(g[:, :, c])
+            total += (2 * dec(s1 + eps).sqrt() * dec(s2 + eps).sqrt() + dec(c_const)) / dec(s1 + s2 + c_const)
+        return total / g.shape[2]
+
+
+def exact_decision(gan, mse, labels, weights, threshold, window, scale, n, i, j) -> bool:
+    """The pre-mask's exact value at one pixel: clip(D * W[label], 0, 1) < threshold."""
+    from decimal import Decimal
+
+    d = exact_d(gan, mse, window, scale, n, i, j)
+    if labels is not None:
+        w = Decimal(float(np.asarray(weights, np.float64)[int(labels[n, i + 5, j + 5])]))
+        d = min(max(d * w, Decimal(0)), Decimal(1))
+    return d < Decimal(float(threshold))
+
+
 # ---- test images ----------------------------------------------------------------------------
 def _to_dtype(img255: np.ndarray, dtype) -> np.ndarray:
     """0..255 float image -> dtype such that element * SCALES[dtype] ~ img255."""
@@ -254,7 +301,15 @@ def check_premask(gan, mse, labels, weights, threshold, window, scale, d64=None)
     assert got.dtype == np.uint8 and got.shape == want.shape
     assert set(np.unique(got)) <= {0, 1}
     bad = np.argwhere(got.astype(bool) != want)
-    assert bad.size == 0, f"{len(bad)} pixels differ, first {bad[:3].tolist()}, threshold {threshold!r}"
+    # The float64 oracle is itself rounded: E[x^2] - mu^2 of large, near-flat values loses ~1e-8
+    # of D (more with uint16's scale, and cv2.filter2D rounds differently on each SIMD path). A
+    # pixel that the oracle puts within that resolution of the threshold is decided by the exact
+    # value of D (rational window sums, 60-digit square roots), never by either float evaluation.
+    bad = [tuple(int(v) for v in b) for b in bad
+           if not (abs(d_prime(d64, labels, weights)[tuple(b)] - threshold) < ORACLE_RESOLUTION
+                   and bool(got[tuple(b)]) == exact_decision(gan, mse, labels, weights, threshold,
+                                                             window, scale, *b))]
+    assert not bad, f"{len(bad)} pixels differ, first {bad[:3]}, threshold {threshold!r}"
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
