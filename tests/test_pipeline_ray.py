@@ -15,6 +15,8 @@ pytest.importorskip("ray", reason="the Ray engine needs the [ray] extra (pip ins
 
 from test_pipeline import make_lr_folder, output_files, read_manifest, run_cmd, tiny_models  # noqa: E402,F401
 
+from ray_cluster import make_tiny_lr  # noqa: E402
+
 from desra_fast import pipeline  # noqa: E402
 
 
@@ -28,15 +30,20 @@ def _end_session(proc) -> None:
 
 
 def test_ray_engine_matches_local_engine_after_a_kill(tiny_models, tmp_path):
+    # The Ray engine's actors write each chunk's outputs themselves, a few milliseconds apart with
+    # these tiny models: 40 more tiny images keep the job running long enough to be killed in the
+    # middle. --batch 1: the rerun cuts the images left into other chunks, and an image's results
+    # must not depend on which images shared its batch.
     root = tmp_path / "lr"
     files = make_lr_folder(root, n=6, seed=3)
+    files["good"] += make_tiny_lr(root, 40, seed=3)["good"]
     ref_out = tmp_path / "local"
     pipeline.run(str(root), tiny_models["gan"], tiny_models["mse"], str(ref_out), area_threshold=20,
-                 save_sr="png", overlay=True, batch=2, progress=False)
+                 save_sr="png", overlay=True, batch=1, progress=False)
     ref = output_files(ref_out)
 
     out = tmp_path / "ray"
-    cmd = run_cmd(root, out, tiny_models, "--save-sr", "png", "--overlay", "--batch", "2", "--engine", "ray")
+    cmd = run_cmd(root, out, tiny_models, "--save-sr", "png", "--overlay", "--batch", "1", "--engine", "ray")
     env = dict(os.environ, RAY_ENABLE_UV_RUN_RUNTIME_ENV="0")
     log = tmp_path / "driver.log"
     with open(log, "wb") as fh:
