@@ -270,7 +270,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     others = load.result()
     if others:
         lines.append(f"- load: other processes used {others[0] / others[1]:.2f} of the 2 cores on average "
-                     f"during the {others[1] / 60:.0f} min of this benchmark (7 other engineers shared the machine)")
+                     f"during the {others[1] / 60:.0f} min of this benchmark")
     lines += ["", "Cluster: `scripts/ray_local_cluster.py` head + 1 worker node, `ray start --num-cpus 1 "
               "--object-store-memory 104857600`, 127.0.0.1, token auth; the driver is `desra-fast run` in its "
               f"own process. Command: `python -m benchmarks.ray_scaling {_shown_args(argv or sys.argv[1:])}`."]

@@ -95,7 +95,7 @@ def curve(args) -> None:
     imgs = real_lr(args.images.split(","))
     configs = [tuple(int(v) for v in c.split(":")) for c in args.configs.split(",")]
     print(f"# {args.model} tile {args.tile}, images {list(imgs)} {[i.shape[:2] for i in imgs.values()]}; "
-          f"{machine()} (2 cores shared with other engineers' jobs)")
+          f"{machine()}")
     whole, t_whole = {}, {}
     for n, img in imgs.items():
         t0 = time.perf_counter()
@@ -151,8 +151,7 @@ def context(args) -> None:
     h, w = img.shape[:2]
     cy, cx = (h - args.core) // 2, (w - args.core) // 2
     ref = whole[cy * s:(cy + args.core) * s, cx * s:(cx + args.core) * s].astype(np.int32)
-    print(f"# {args.model}, {args.image} {h}x{w}, core {args.core} px at ({cy}, {cx}); {machine()} "
-          f"(2 cores shared with other engineers' jobs)")
+    print(f"# {args.model}, {args.image} {h}x{w}, core {args.core} px at ({cy}, {cx}); {machine()}")
     for c in (int(v) for v in args.contexts.split(",")):
         if cy - c < 0 or cx - c < 0 or cy + args.core + c > h or cx + args.core + c > w:
             print(json.dumps({"context": c, "skipped": "the window would leave the image"}))
@@ -187,7 +186,7 @@ def timing(args) -> None:
             model.upscale(img, **paths[k])
             times[k].append(time.perf_counter() - t0)
     print(f"# {args.model}, LR {img.shape[0]}x{img.shape[1]} ({args.image}), tile {args.tile}, {args.rounds} rounds, "
-          f"{args.threads} threads; {machine()} (2 cores shared with other engineers' jobs)")
+          f"{args.threads} threads; {machine()}")
     for k in paths:
         ratios = [t / u for t, u in zip(times[k], times["untiled"])]
         print(json.dumps({"path": k, "median_s": round(statistics.median(times[k]), 3),
