@@ -15,3 +15,14 @@ def as_device(device) -> "torch.device":  # noqa: F821 - torch is imported lazil
     import torch
 
     return device if isinstance(device, torch.device) else torch.device(device)
+
+
+def check_nchw_float(x, who: str) -> None:
+    """Raise ``ValueError`` naming ``who`` unless ``x`` is a floating (N, C, H, W) torch tensor."""
+    import torch
+
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ValueError(f"{who}: expected a (N, C, H, W) torch tensor, got "
+                         f"{type(x).__name__} {tuple(getattr(x, 'shape', ()))}")
+    if not x.is_floating_point():
+        raise ValueError(f"{who}: expected a float tensor, got {x.dtype}")

@@ -162,13 +162,9 @@ class OnnxRuntimeRunner:
         return f"OnnxRuntimeRunner({str(self.path)!r}, device={str(self.device)!r}, providers={self.session.get_providers()[:1]})"
 
     def _check(self, x):
-        import torch
+        from .base import check_nchw_float
 
-        if not isinstance(x, torch.Tensor) or x.dim() != 4:
-            raise ValueError(f"OnnxRuntimeRunner: expected a (N, C, H, W) torch tensor, got "
-                             f"{type(x).__name__} {tuple(getattr(x, 'shape', ()))}")
-        if not x.is_floating_point():
-            raise ValueError(f"OnnxRuntimeRunner: expected a float tensor, got {x.dtype}")
+        check_nchw_float(x, "OnnxRuntimeRunner")
         if self.in_channels is not None and x.shape[1] != self.in_channels:
             raise ValueError(f"OnnxRuntimeRunner: {self.path.name} takes {self.in_channels} channels, "
                              f"got input of shape {tuple(x.shape)}")

@@ -395,13 +395,9 @@ class OpenVINORunner:
                 "openvino_version": self._ov.get_version().split("-")[0], "threads": self.threads}
 
     def _check(self, x):
-        import torch
+        from .base import check_nchw_float
 
-        if not isinstance(x, torch.Tensor) or x.dim() != 4:
-            raise ValueError(f"OpenVINORunner: expected a (N, C, H, W) torch tensor, got "
-                             f"{type(x).__name__} {tuple(getattr(x, 'shape', ()))}")
-        if not x.is_floating_point():
-            raise ValueError(f"OpenVINORunner: expected a float tensor, got {x.dtype}")
+        check_nchw_float(x, "OpenVINORunner")
         if x.device.type != "cpu":
             raise ValueError(f"OpenVINORunner: input is on {x.device}; OpenVINO runs on the CPU")
         if self.in_channels is not None and x.shape[1] != self.in_channels:
