@@ -11,7 +11,8 @@ One command, resumable (rerun it after an interruption; every step skips what is
 2. A real-world-like degradation (a simplified first-order Real-ESRGAN degradation, fixed seeds):
    long side capped at 1024 px, Gaussian blur sigma 1.2, x1/4 with ``INTER_AREA``, Gaussian noise
    sigma 2 levels, JPEG quality 75. From each photo's LR, the ``--crops`` most textured
-   ``--lr-size`` windows (mean 7x7 local standard deviation) become candidate LR images.
+   ``--lr-size`` windows (mean 7x7 local standard deviation; half-overlapping grid) become candidate
+   LR images.
 3. ``desra-fast run --gan-model realesrgan-x4plus --mse-model srmd-x4 --save-sr png`` on every
    candidate (Real-ESRGAN x4plus and SRMD x4, real weights from pip packages); only the candidates
    with detected regions are kept (screening), then split **by photograph** (every crop of a photo on
@@ -94,13 +95,14 @@ def degrade(rgb: np.ndarray, seed: int) -> np.ndarray:
 
 
 def textured_windows(lr: np.ndarray, size: int, count: int):
-    """Top-left corners of the ``count`` non-overlapping ``size`` windows with the highest mean 7x7
-    local standard deviation (grey), best first."""
+    """Top-left corners of the ``count`` ``size`` windows on a ``size / 2`` grid (neighbours
+    overlap by half: the photographs are small once degraded, and detections are rare) with the
+    highest mean 7x7 local standard deviation (grey), best first."""
     g = cv2.cvtColor(lr, cv2.COLOR_RGB2GRAY).astype(np.float32)
     mean = cv2.blur(g, (7, 7))
     std = np.sqrt(np.maximum(cv2.blur(g * g, (7, 7)) - mean * mean, 0))
     cands = [(float(std[t:t + size, l:l + size].mean()), t, l)
-             for t in range(0, g.shape[0] - size + 1, size) for l in range(0, g.shape[1] - size + 1, size)]
+             for t in range(0, g.shape[0] - size + 1, size // 2) for l in range(0, g.shape[1] - size + 1, size // 2)]
     return [(t, l) for _, t, l in sorted(cands, reverse=True)[:count]]
 
 
@@ -197,7 +199,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--patch", type=int, default=128, help="HR patch (LR patch = patch / 4)")
     p.add_argument("--lr-size", type=int, default=64, help="LR candidate size (SR: 4x)")
-    p.add_argument("--crops", type=int, default=2, help="candidate LR windows per photograph")
+    p.add_argument("--crops", type=int, default=8, help="candidate LR windows per photograph")
     p.add_argument("--min-images", type=int, default=6, help="images wanted on each side of the split")
     p.add_argument("--keys", default="params_ema", help="comma-separated: params_ema,params")
     p.add_argument("--no-control", action="store_true", help="skip the empty-mask control")

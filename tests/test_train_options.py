@@ -269,6 +269,50 @@ def test_netd_warmup_keeps_the_generator_and_ema_auto(data_dir, tmp_path):
     assert all(v > 0 for v in first[0]["grad_norm"].values())
 
 
+@pytest.mark.parametrize("prec", ["fp32", "bf16"])
+def test_outside_target_model_empty_masks_never_move_the_generator(tmp_path, prec):
+    """The empty-mask control under the default ``outside_target="model"`` (and no GAN term away
+    from the masks): every loss term is exactly zero, so the weights stay bit-identical; under the
+    recipe's ``"pseudo-gt"`` the same run drifts (the crop's border and the uint8 target differ
+    from the model's own output), which shows the check can fail."""
+    import cv2
+
+    dirs = make_folders(tmp_path / "data", seed=2)
+    for p in dirs["mask"].iterdir():
+        cv2.imwrite(str(p), np.zeros_like(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)))
+    init = tiny_generator().state_dict()
+    args = ("--precision", prec, "--gan-outside", "0", "--iters", "3", "--netd-warmup", "1")
+    in_process(tmp_path / "data", tmp_path / "model", *args)
+    sd = final_state(tmp_path / "model")
+    assert_bit_identical(sd["params"], init, "generator of the empty-mask control")
+    assert_bit_identical(sd["params_ema"], init, "EMA of the empty-mask control")
+    log = [json.loads(l) for l in (tmp_path / "model" / "train_log.jsonl").read_text().splitlines()]
+    assert all(r["l_pix"] == 0 and r["l_gan"] == 0 for r in log if "l_pix" in r)
+    in_process(tmp_path / "data", tmp_path / "recipe", *args, "--outside-target", "pseudo-gt")
+    moved = final_state(tmp_path / "recipe")["params"]
+    assert any(not torch.equal(moved[k], v) for k, v in init.items())
+
+
+def test_outside_target_model_first_loss_is_the_masked_pixels_only(data_dir, tmp_path):
+    """First generator step's L1, restated: the target is the pseudo-GT (MSE-SR) inside the mask
+    and the starting generator's output on the same crop outside, so the L1 is the mean of
+    |G0(lr) - MSE-SR| over the masked pixels only (divided by every pixel)."""
+    from desra_fast.train import FinetuneConfig, FinetuneData, pair_folders
+
+    out = tmp_path / "first"
+    in_process(data_dir, out, "--iters", "2", "--netd-warmup", "1", "--gan-weight", "0", "--precision", "fp32")
+    first = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()
+             if '"first_generator_step"' in l][0]
+    data = FinetuneData(pair_folders(*(data_dir / r for r in ("lr", "gan", "mse", "mask"))), 4, patch=PATCH, seed=3,
+                        focus=FinetuneConfig().focus)
+    lr, gt, mask = data.batch(1, 4, with_mask=True)
+    with torch.no_grad():
+        own = tiny_generator()(lr).double()
+    want = float((mask.double() * (own - gt.double()).abs()).sum() / own.numel())
+    assert mask.any() and not mask.all()
+    assert first["terms"]["l_pix"] == pytest.approx(want, rel=1e-5)
+
+
 def test_cli_option_errors(tmp_path, capsys):
     from desra_fast.cli import main
 

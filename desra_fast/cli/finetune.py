@@ -58,6 +58,10 @@ def add_arguments(parser) -> None:
                              "cannot drift elsewhere; 1: Real-ESRGAN's recipe)")
     parser.add_argument("--gan-margin", type=non_negative_int, default=16, metavar="PX",
                         help="HR pixels around the masks that keep the full GAN weight (16)")
+    parser.add_argument("--outside-target", choices=("model", "pseudo-gt"), default="model",
+                        help="the target outside the detected regions: model (default): the starting "
+                             "generator's own output on the same LR crop, so only the regions move the "
+                             "weights; pseudo-gt: the crop of the pseudo-GT image (the paper's recipe)")
     parser.add_argument("--perceptual-norm", choices=("target", "raw"), default="target",
                         help="target (default): each VGG layer's distance divided by its mean |feature| on the "
                              "training targets; raw: Real-ESRGAN's raw distances (torchvision scale)")
@@ -137,7 +141,7 @@ def run(args, parser) -> int:
                              ema_decay=args.ema_decay, seed=args.seed, precision=args.precision,
                              focus=args.focus, netd_warmup=args.netd_warmup, gan_outside=args.gan_outside,
                              gan_margin=args.gan_margin, perceptual_norm=args.perceptual_norm,
-                             gt_usm=args.gt_usm)
+                             gt_usm=args.gt_usm, outside_target=args.outside_target)
         cfg.check()
         vgg = load_vgg19(args.vgg) if args.perceptual_weight > 0 else None
         net_d = load_discriminator(args.netd) if args.netd else None

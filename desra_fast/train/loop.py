@@ -21,7 +21,10 @@ torchvision-scale features), ``ema_decay="auto"`` (``0.999 ** (1000 / generator 
 share of the start weights left in the EMA is the recipe's at any run length), ``gan_outside``
 (the generator's GAN term outside the masks dilated by ``gan_margin``: 0 by default, so outside the
 artifacts the generator only sees L1 + perceptual toward its own output and cannot drift; 1 is the
-recipe). No USM sharpening of the target by default
+recipe), ``outside_target`` (outside the masks the target is the *starting generator's own output on
+the same crop*, computed by a frozen copy, instead of the crop of the full-image pseudo-GT: the
+two differ at every crop's zero-padded border, and that difference alone retrains the whole
+network; ``"pseudo-gt"`` is the recipe). No USM sharpening of the target by default
 (``gt_usm``): the pseudo-GT is the model's own output outside the artifact regions.
 
 Checkpoints (:mod:`desra_fast.train.checkpoint`) every ``ckpt_every`` iterations and at the end
@@ -65,6 +68,8 @@ LOG_NAME = "train_log.jsonl"
 #: ``iters`` (capped at ``NETD_WARMUP_MAX``); see docs/finetune.md for the measurement.
 NETD_WARMUP_SHARE = 0.1
 NETD_WARMUP_MAX = 100
+#: What the generator is trained toward outside the masks (``FinetuneConfig.outside_target``).
+OUTSIDE_TARGETS = ("model", "pseudo-gt")
 #: Samples whose pseudo-GT crops measure the perceptual loss's per-layer scale.
 NORM_SAMPLES = 16
 
@@ -82,6 +87,8 @@ class FinetuneConfig:
     one is given. ``ema_decay``: a number in [0, 1) or ``"auto"``. ``perceptual_norm``:
     ``"target"`` or ``"raw"``. ``gan_outside``: weight in [0, 1] of the generator's GAN term
     farther than ``gan_margin`` HR pixels from every masked pixel (1: the recipe).
+    ``outside_target``: the target outside the masks, ``"model"`` (the starting generator's own
+    output on the same LR crop) or ``"pseudo-gt"`` (the pseudo-GT image's crop: the recipe).
     """
 
     iters: int = 1000
@@ -103,6 +110,7 @@ class FinetuneConfig:
     gt_usm: bool = False
     gan_outside: float = 0.0
     gan_margin: int = 16
+    outside_target: str = "model"
 
     def check(self) -> None:
         for name in ("iters", "ckpt_every", "batch", "patch"):
@@ -128,6 +136,8 @@ class FinetuneConfig:
             raise ValueError(f"netd_warmup {self.netd_warmup} leaves no generator step in {self.iters} iterations")
         if self.precision not in amp.PRECISIONS:
             raise ValueError(f"precision must be one of {amp.PRECISIONS}, got {self.precision!r}")
+        if self.outside_target not in OUTSIDE_TARGETS:
+            raise ValueError(f"outside_target must be one of {OUTSIDE_TARGETS}, got {self.outside_target!r}")
         if self.perceptual_norm not in ("target", "raw"):
             raise ValueError(f"perceptual_norm must be 'target' or 'raw', got {self.perceptual_norm!r}")
 
@@ -247,6 +257,12 @@ class _Trainer:
 
         self.net_g = net_g.to(dev).train().requires_grad_(True)
         self.ema = copy.deepcopy(self.net_g).eval().requires_grad_(False)
+        # The frozen starting generator, whose output on each crop is the target outside the masks:
+        # the same crop through the same weights, so at the start the loss there is exactly zero
+        # (a crop's zero-padded border differs from the full-image pseudo-GT, which would otherwise
+        # teach every crop a new border) and only the masked pixels can move the weights.
+        self.g0 = (copy.deepcopy(self.net_g).eval().requires_grad_(False)
+                   if config.outside_target == "model" else None)
         if net_d is None:
             g = torch.random.get_rng_state()
             torch.manual_seed(config.seed)
@@ -324,6 +340,15 @@ class _Trainer:
                                      norm=self.norm if self.cfg.perceptual_norm == "target" else None)
 
     # ---------------------------------------------------------------- steps
+    def own_output(self, lr_img: torch.Tensor, net: Optional[nn.Module] = None) -> Optional[torch.Tensor]:
+        """``net``'s output (default: the frozen starting generator; None without one) on the
+        batch, without gradient, in the run's precision, as fp32."""
+        net = self.g0 if net is None else net
+        if net is None:
+            return None
+        with torch.no_grad(), amp.autocast(self.precision, self.dev):
+            return net(lr_img).float()
+
     def _gan_weight_map(self, mask: torch.Tensor) -> Optional[torch.Tensor]:
         """Per-pixel weight of the generator's GAN term: 1 within ``gan_margin`` px of a masked
         pixel, ``gan_outside`` elsewhere; None when ``gan_outside`` is 1 (the recipe)."""
@@ -424,10 +449,13 @@ class _Trainer:
                 t_it = time.perf_counter()
                 lr_img, gt, mask = (t.to(self.dev, non_blocking=True) for t in self.data.batch(
                     it, cfg.batch, ctx.rank, ctx.world, with_mask=True))
+                own = self.own_output(lr_img)
+                if own is not None:
+                    gt = torch.where(mask > 0, gt, own)
                 if it < self.warmup:  # discriminator only
-                    with torch.no_grad(), amp.autocast(self.precision, self.dev):
-                        sr = g_run(lr_img).float()
-                    terms = {}
+                    if own is None:
+                        own = self.own_output(lr_img, self.net_g)
+                    sr, terms = own, {}
                 else:
                     terms, sr = self.g_step(g_run, lr_img, gt, mask, it, log)
                     if hooks:

@@ -141,10 +141,14 @@ class GANLoss(nn.Module):
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float = 0.999) -> None:
     """``ema_p <- decay * ema_p + (1 - decay) * p`` for every parameter (BasicSR's model_ema);
-    buffers are copied."""
+    buffers are copied.
+
+    Computed as ``ema_p + (1 - decay) * (p - ema_p)`` (``lerp_``): the same average, but a
+    parameter that has not moved (``p == ema_p``) stays bit-identical, where BasicSR's
+    ``decay * x + (1 - decay) * x`` rounds it by a unit in the last place every step."""
     src = dict(model.named_parameters())
     for name, p in ema.named_parameters():
-        p.mul_(decay).add_(src[name], alpha=1.0 - decay)
+        p.lerp_(src[name], 1.0 - decay)
     src_b = dict(model.named_buffers())
     for name, b in ema.named_buffers():
         b.copy_(src_b[name])
