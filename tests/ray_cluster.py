@@ -45,13 +45,22 @@ def ray_cluster():
     except RuntimeError as exc:
         cluster.stop()
         pytest.skip(f"Ray could not start a local cluster here: {exc}")
+    # SIGTERM (a CI timeout, `timeout pytest ...`) would end the process without running this
+    # teardown and leave the cluster's process groups behind: turn it into the KeyboardInterrupt
+    # that pytest answers by tearing its fixtures down.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         yield cluster
     finally:
+        signal.signal(signal.SIGTERM, previous)
         for pgid in DRIVERS:
             kill_group(pgid)
         left = cluster.stop() + cluster.pids() + [g for g in DRIVERS if ray_local_cluster._alive(g)]
         assert not left, f"Ray processes left behind: {_ps(left)}"
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}: stopping the tests (the Ray cluster is torn down first)")
 
 
 def _ps(pids: List[int]) -> str:
