@@ -18,8 +18,10 @@ One command, resumable (rerun it after an interruption; every step skips what is
    with detected regions are kept (screening), then split **by photograph** (every crop of a photo on
    the same side) into training and held-out images, alternating photos until each side has
    ``--min-images``.
-4. ``desra-fast finetune --model realesrgan-x4plus --run RUN --list train.txt`` with the project's
-   defaults and ``--iters/--batch/--patch`` (the real run), and the same command on the same images
+4. ``desra-fast finetune --model realesrgan-x4plus --run RUN --list train_all.txt`` with the project's
+   defaults and ``--iters/--batch/--patch`` (the real run) on every candidate of the photographs
+   not held out, with or without detections (as ``--run RUN`` without ``--list`` reads a whole run;
+   ``--train-list train.txt``: only those with detections), and the same command on the same images
    with **empty masks** (pseudo-GT = GAN-SR itself: the control, which shows how much "removal"
    drift alone produces).
 5. ``desra-fast evaluate-finetune`` of each fine-tuned ``net_g_final.pth`` (``--after-key``
@@ -155,6 +157,11 @@ def split_by_photo(out: Path, keys: dict, min_images: int):
               f"(wanted {min_images} each): raise --crops or --lr-size", file=sys.stderr)
     write_list(out / "train.txt", train)
     write_list(out / "heldout.txt", held)
+    # what the fine-tune reads: every candidate of every photograph not held out, with or without
+    # detections (as `desra-fast finetune --run RUN` without --list would read a whole run): the
+    # images without detections are pure "stay as you are" examples for the generator
+    held_photos = {kept[k] for k in held}
+    write_list(out / "train_all.txt", sorted(k for k, p in keys.items() if p not in held_photos))
     return train, held, {k: kept[k] for k in train}, {k: kept[k] for k in held}
 
 
@@ -201,6 +208,9 @@ def main(argv=None) -> int:
     p.add_argument("--lr-size", type=int, default=64, help="LR candidate size (SR: 4x)")
     p.add_argument("--crops", type=int, default=8, help="candidate LR windows per photograph")
     p.add_argument("--min-images", type=int, default=6, help="images wanted on each side of the split")
+    p.add_argument("--train-list", default="train_all.txt", choices=("train_all.txt", "train.txt"),
+                   help="the fine-tune's images: every candidate of the training photographs (default) "
+                        "or only those with detections")
     p.add_argument("--keys", default="params_ema", help="comma-separated: params_ema,params")
     p.add_argument("--no-control", action="store_true", help="skip the empty-mask control")
     p.add_argument("--no-train-eval", action="store_true", help="evaluate on the held-out images only")
@@ -208,6 +218,7 @@ def main(argv=None) -> int:
                    help="after '--': more desra-fast finetune options for both runs")
     a = p.parse_args(argv)
     from desra_fast.cli import main as cli
+    from desra_fast.utils import read_list
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -224,12 +235,12 @@ def main(argv=None) -> int:
     runs = {"real": ["--run", str(out / "run")]}
     if not a.no_control:
         runs["control"] = ["--lr", str(out / "lr"), "--gan", str(out / "run" / "gan"), "--mse",
-                           str(out / "run" / "mse"), "--mask", str(empty_masks(out, train))]
+                           str(out / "run" / "mse"), "--mask", str(empty_masks(out, read_list(out / a.train_list)))]
     results = {}
     for run, data_args in runs.items():
         ft = out / f"ft_{run}"
         code = step(f"finetune_{run}", timings, cli, [
-            "finetune", "--model", MODEL, *data_args, "--list", str(out / "train.txt"), "--out", str(ft),
+            "finetune", "--model", MODEL, *data_args, "--list", str(out / a.train_list), "--out", str(ft),
             "--iters", str(a.iters), "--batch", str(a.batch), "--patch", str(a.patch),
             "--ckpt-every", str(max(1, min(25, a.iters))), "--resume", "--quiet", *extra])
         if code:

@@ -16,13 +16,15 @@ what the uninterrupted run would have, and ``R`` processes drawing interleaved s
 batch see the same samples as one process.
 
 Artifact-focused crops (``focus=F``): sample ``k`` is *focused* when a draw from ``(seed, k, 3)``
-falls below ``F`` and its image has a detected region; a focused crop is centred (clamped to the
-image) on a masked pixel chosen by picking one of the image's 8-connected regions uniformly, then
-one of that region's pixels uniformly. Regions are weighted equally, not by area, because the
-method is judged per region (a region is removed or not) and a large region would otherwise take
-most focused crops; a uniform pixel inside the region still spreads the crops over its extent.
-The other ``1 - F`` of the samples, and all samples of an image without detections, are the
-uniform crops above, drawn exactly as without ``focus`` (the uniform path's draws are unchanged).
+falls below ``F`` and the data set has a detected region; a focused crop is centred (clamped to the
+image) on a masked pixel chosen by picking one of the 8-connected regions of *all* the images
+uniformly, then one of that region's pixels uniformly. So a share ``F`` of all crops holds an
+artifact however few of the images have one (a run's folder is mostly images without detections,
+and the crops of those teach the generator to stay as it is). Regions are weighted equally, not by
+area, because the method is judged per region (a region is removed or not) and a large region
+would otherwise take most focused crops; a uniform pixel inside the region still spreads the crops
+over its extent. The other ``1 - F`` of the samples are the uniform crops above (the permutation's
+image), drawn exactly as without ``focus`` (the uniform path's draws are unchanged).
 """
 from __future__ import annotations
 
@@ -227,6 +229,8 @@ class FinetuneData:
         if problems:
             raise DataError(f"{len(problems)} of {len(self.samples)} training image(s) unusable:\n  "
                             + "\n  ".join(problems[:20]))
+        #: (image index, region index) of every detected region of the data set, for focused crops
+        self._all_regions = [(i, r) for i, regs in enumerate(self._regions) for r in range(len(regs))]
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -277,11 +281,12 @@ class FinetuneData:
         left = int(rng.integers(0, w - p + 1))
         hflip, vflip, rot = (int(v) for v in rng.random(3) < 0.5)
         focused = 0
-        regions = self._regions[idx]
-        if self.focus > 0 and regions:
+        if self.focus > 0 and self._all_regions:
             frng = np.random.default_rng([self.seed, int(k), 3])
             if frng.random() < self.focus:
-                region = regions[int(frng.integers(len(regions)))]
+                idx, r = self._all_regions[int(frng.integers(len(self._all_regions)))]
+                region = self._regions[idx][r]
+                h, w = self._lr[idx].shape[1:]
                 y, x = divmod(int(region[int(frng.integers(len(region)))]), w * s)
                 top = min(max(y // s - p // 2, 0), h - p)
                 left = min(max(x // s - p // 2, 0), w - p)
