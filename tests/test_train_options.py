@@ -102,6 +102,35 @@ def test_focus_fraction_region_weighting_and_determinism(drawn):
         FinetuneData(samples, 4, patch=PATCH, focus=1.5)
 
 
+def test_focus_is_a_share_of_all_crops_when_few_images_have_regions(tmp_path):
+    """Two of three images without detections: still a share F of *all* crops is centred on a
+    region (drawn from the one image that has them), and the rest are the uniform crops."""
+    import cv2
+
+    from desra_fast.imageio import read_mask
+    from desra_fast.train import FinetuneData, pair_folders
+
+    dirs = drawn_mask_folders(tmp_path, seed=7)
+    masks = sorted(dirs["mask"].iterdir())
+    for p in masks[1:]:
+        cv2.imwrite(str(p), np.zeros_like(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)))
+    samples = pair_folders(*dirs.values())
+    focus, n = 0.4, 900
+    d = FinetuneData(samples, 4, patch=PATCH, seed=2, focus=focus)
+    with_regions = [i for i, s in enumerate(samples) if read_mask(s.mask).any()]
+    assert len(with_regions) == 1
+    crops = [d.crop_of(k) for k in range(n)]
+    focused = [c for c in crops if c["focused"]]
+    sd = (focus * (1 - focus) / n) ** 0.5
+    assert abs(len(focused) / n - focus) < 4 * sd, len(focused) / n
+    assert {c["index"] for c in focused} == set(with_regions)
+    mask = read_mask(samples[with_regions[0]].mask) != 0
+    for c in focused:
+        assert mask[4 * c["top"]:4 * c["top"] + PATCH, 4 * c["left"]:4 * c["left"] + PATCH].any()
+    # the uniform crops visit every image, as without focus
+    assert {c["index"] for c in crops if not c["focused"]} == set(range(len(samples)))
+
+
 def test_usm_sharp_matches_scipy_restatement():
     from scipy.ndimage import gaussian_filter
 
