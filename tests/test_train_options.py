@@ -349,10 +349,13 @@ def test_cli_option_errors(tmp_path, capsys):
             str(tmp_path), "--mask", str(tmp_path), "--out", str(tmp_path / "ft")]
     for bad, msg in ((["--focus", "1.5"], "--focus must be in"), (["--gan-outside", "-1"], "--gan-outside"),
                      (["--ema-decay", "1"], "auto"), (["--precision", "fp16"], "invalid choice"),
-                     (["--netd-warmup", "-2"], "netd-warmup")):
+                     (["--netd-warmup", "-2"], "netd-warmup"), (["--outside-target", "gt"], "invalid choice")):
         with pytest.raises(SystemExit) as exc:
             main(base + bad)
         assert exc.value.code == 2
         assert msg in capsys.readouterr().err
+    from desra_fast.train import FinetuneConfig
+    with pytest.raises(ValueError, match="outside_target"):
+        FinetuneConfig(outside_target="gt").check()
     from desra_fast.cli.finetune import _ema_decay
     assert _ema_decay("auto") == "auto" and _ema_decay("0.99") == 0.99
