@@ -345,12 +345,8 @@ class _Trainer:
                                      norm=self.norm if self.cfg.perceptual_norm == "target" else None)
 
     # ---------------------------------------------------------------- steps
-    def own_output(self, lr_img: torch.Tensor, net: Optional[nn.Module] = None) -> Optional[torch.Tensor]:
-        """``net``'s output (default: the frozen starting generator; None without one) on the
-        batch, without gradient, in the run's precision, as fp32."""
-        net = self.g0 if net is None else net
-        if net is None:
-            return None
+    def forward_no_grad(self, net: nn.Module, lr_img: torch.Tensor) -> torch.Tensor:
+        """``net``'s output on the batch, without gradient, in the run's precision, as fp32."""
         with torch.no_grad(), amp.autocast(self.precision, self.dev):
             return net(lr_img).float()
 
@@ -454,13 +450,13 @@ class _Trainer:
                 t_it = time.perf_counter()
                 lr_img, gt, mask = (t.to(self.dev, non_blocking=True) for t in self.data.batch(
                     it, cfg.batch, ctx.rank, ctx.world, with_mask=True))
-                own = self.own_output(lr_img)
-                if own is not None:
+                own = None
+                if self.g0 is not None:  # the target outside the masks: the start's own output
+                    own = self.forward_no_grad(self.g0, lr_img)
                     gt = torch.where(mask > 0, gt, own)
-                if it < self.warmup:  # discriminator only
-                    if own is None:
-                        own = self.own_output(lr_img, self.net_g)
-                    sr, terms = own, {}
+                if it < self.warmup:  # discriminator only; the generator is still the start
+                    sr = own if own is not None else self.forward_no_grad(self.net_g, lr_img)
+                    terms = {}
                 else:
                     terms, sr = self.g_step(g_run, lr_img, gt, mask, it, log)
                     if hooks:
