@@ -81,6 +81,7 @@ def worker(argv) -> int:
     p.add_argument("--netd-warmup", type=int)
     p.add_argument("--gan-outside", type=float, default=1.0)
     p.add_argument("--outside-target", default="model")
+    p.add_argument("--outside-weight", type=float, default=1.0)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     d = Path(a.data)
@@ -88,7 +89,8 @@ def worker(argv) -> int:
     cfg = FinetuneConfig(iters=a.iters, ckpt_every=CKPT_EVERY, batch=a.batch, patch=PATCH, ema_decay=0.999,
                          perceptual_weight=1.0 if a.perceptual else 0.0, gan_weight=a.gan_weight,
                          keep_checkpoints=3, precision=a.precision, netd_warmup=a.netd_warmup,
-                         gan_outside=a.gan_outside, outside_target=a.outside_target)
+                         gan_outside=a.gan_outside, outside_target=a.outside_target,
+                         outside_weight=a.outside_weight)
 
     def hooks(event, it):
         if (event == "checkpoint" and it == a.kill_after_checkpoint) or (

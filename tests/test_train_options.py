@@ -243,6 +243,66 @@ def test_perceptual_norm_is_the_targets_mean_feature_and_scale_free():
         PerceptualLoss(vgg, allow_random=True, norm={"conv1_2": 1.0})
 
 
+def test_outside_weight_l1_and_perceptual_restated():
+    """``outside_weight``: the L1 and every VGG layer's distance weight each pixel by 1 inside the
+    mask and W outside, a feature cell by the mean weight of the HR pixels it covers (restated here
+    with an explicit reshape); W = 1 is the plain loss, bit for bit (the recipe)."""
+    from desra_fast.train import DEFAULT_LAYER_WEIGHTS, FinetuneConfig, L1Loss, PerceptualLoss, VGG19Features
+    from desra_fast.train.loop import _Trainer
+
+    torch.manual_seed(1)
+    x, y = torch.rand(2, 3, 32, 32, dtype=torch.float64), torch.rand(2, 3, 32, 32, dtype=torch.float64)
+    mask = torch.zeros(2, 1, 32, 32, dtype=torch.float64)
+    mask[0, 0, 3:20, 5:17] = 1
+    mask[1, 0, 30:, :] = 1
+    w = 6.0
+    wmap = _Trainer._content_weight_map(SimpleNamespace(cfg=FinetuneConfig(outside_weight=w)), mask)
+    assert torch.equal(wmap, torch.where(mask > 0, 1.0, w).double())
+    assert _Trainer._content_weight_map(SimpleNamespace(cfg=FinetuneConfig()), mask) is None
+    d = (x - y).abs().numpy()
+    m = mask.numpy()
+    want = 0.5 * (d * m + w * d * (1 - m)).sum() / d.size
+    assert float(L1Loss(0.5)(x, y, wmap)) == pytest.approx(want, rel=1e-12)
+    assert torch.equal(L1Loss(0.5)(x, y, torch.ones_like(mask)), L1Loss(0.5)(x, y))
+
+    vgg = VGG19Features("torchvision")
+    xf, yf, wf = x.float(), y.float(), wmap.float()
+    loss = PerceptualLoss(vgg, allow_random=True)
+    fx, fy = vgg(xf, DEFAULT_LAYER_WEIGHTS), vgg(yf, DEFAULT_LAYER_WEIGHTS)
+    want = 0.0
+    for n, lw in DEFAULT_LAYER_WEIGHTS.items():
+        h, wd = fx[n].shape[-2:]
+        k = 32 // h
+        cell = wf.reshape(2, 1, h, k, wd, k).mean(dim=(3, 5))  # each cell's HR footprint
+        want += lw * float(((fx[n] - fy[n]).abs().double() * cell.double()).mean())
+    assert float(loss(xf, yf, wf)) == pytest.approx(want, rel=1e-5)
+    assert float(loss(xf, yf, torch.ones_like(wf))) == pytest.approx(float(loss(xf, yf)), rel=1e-6)
+    # heavier outside, heavier loss where the difference is outside the mask
+    assert float(loss(xf, yf, wf)) > float(loss(xf, yf))
+
+
+def test_outside_weight_first_loss_restated(data_dir, tmp_path):
+    """First generator step's L1 under ``--outside-target pseudo-gt --outside-weight 3``: the mean
+    over every pixel of |G0(lr) - pseudo-GT| weighted 1 inside the mask and 3 outside."""
+    from desra_fast.train import FinetuneConfig, FinetuneData, pair_folders
+
+    out = tmp_path / "first_w"
+    in_process(data_dir, out, "--iters", "2", "--netd-warmup", "1", "--gan-weight", "0", "--precision", "fp32",
+               "--outside-target", "pseudo-gt", "--outside-weight", "3")
+    first = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()
+             if '"first_generator_step"' in l][0]
+    data = FinetuneData(pair_folders(*(data_dir / r for r in ("lr", "gan", "mse", "mask"))), 4, patch=PATCH, seed=3,
+                        focus=FinetuneConfig().focus)
+    lr, gt, mask = data.batch(1, 4, with_mask=True)
+    with torch.no_grad():
+        own = tiny_generator()(lr).double()
+    err = (own - gt.double()).abs()
+    want = float(((mask.double() + 3 * (1 - mask.double())) * err).sum() / own.numel())
+    assert mask.any() and not mask.all()
+    assert first["terms"]["l_pix"] == pytest.approx(want, rel=1e-5)
+    assert want > float(err.mean()) * 1.01  # the weight changed the loss
+
+
 def test_masked_gan_term():
     from desra_fast.train import FinetuneConfig, GANLoss
     from desra_fast.train.loop import _Trainer
@@ -349,7 +409,9 @@ def test_cli_option_errors(tmp_path, capsys):
             str(tmp_path), "--mask", str(tmp_path), "--out", str(tmp_path / "ft")]
     for bad, msg in ((["--focus", "1.5"], "--focus must be in"), (["--gan-outside", "-1"], "--gan-outside"),
                      (["--ema-decay", "1"], "auto"), (["--precision", "fp16"], "invalid choice"),
-                     (["--netd-warmup", "-2"], "netd-warmup"), (["--outside-target", "gt"], "invalid choice")):
+                     (["--netd-warmup", "-2"], "netd-warmup"), (["--outside-target", "gt"], "invalid choice"),
+                     (["--outside-weight", "-1"], "--outside-weight must be >= 0"),
+                     (["--outside-weight", "nan"], "outside-weight")):
         with pytest.raises(SystemExit) as exc:
             main(base + bad)
         assert exc.value.code == 2

@@ -62,6 +62,9 @@ def add_arguments(parser) -> None:
                         help="the target outside the detected regions: model (default): the starting "
                              "generator's own output on the same LR crop, so only the regions move the "
                              "weights; pseudo-gt: the crop of the pseudo-GT image (the paper's recipe)")
+    parser.add_argument("--outside-weight", type=finite_float, default=1.0, metavar="W",
+                        help="weight of the L1 and perceptual terms' pixels outside the detected regions, "
+                             "the regions' pixels weighing 1 (default 1: the paper's recipe)")
     parser.add_argument("--perceptual-norm", choices=("target", "raw"), default="target",
                         help="target (default): each VGG layer's distance divided by its mean |feature| on the "
                              "training targets; raw: Real-ESRGAN's raw distances (torchvision scale)")
@@ -121,7 +124,7 @@ def _samples(args, parser):
 
 
 def run(args, parser) -> int:
-    for name in ("learning_rate", "pixel_weight", "perceptual_weight", "gan_weight"):
+    for name in ("learning_rate", "pixel_weight", "perceptual_weight", "gan_weight", "outside_weight"):
         if getattr(args, name) < 0:
             parser.error(f"finetune: --{name.replace('_', '-')} must be >= 0")
     for name in ("focus", "gan_outside"):
@@ -141,7 +144,8 @@ def run(args, parser) -> int:
                              ema_decay=args.ema_decay, seed=args.seed, precision=args.precision,
                              focus=args.focus, netd_warmup=args.netd_warmup, gan_outside=args.gan_outside,
                              gan_margin=args.gan_margin, perceptual_norm=args.perceptual_norm,
-                             gt_usm=args.gt_usm, outside_target=args.outside_target)
+                             gt_usm=args.gt_usm, outside_target=args.outside_target,
+                             outside_weight=args.outside_weight)
         cfg.check()
         vgg = load_vgg19(args.vgg) if args.perceptual_weight > 0 else None
         net_d = load_discriminator(args.netd) if args.netd else None

@@ -91,6 +91,8 @@ class FinetuneConfig:
     farther than ``gan_margin`` HR pixels from every masked pixel (1: the recipe).
     ``outside_target``: the target outside the masks, ``"model"`` (the starting generator's own
     output on the same LR crop) or ``"pseudo-gt"`` (the pseudo-GT image's crop: the recipe).
+    ``outside_weight``: weight >= 0 of the L1 and perceptual terms' pixels outside the masks,
+    relative to the masked pixels' 1 (1: the recipe, one weight for all pixels).
     """
 
     iters: int = 1000
@@ -113,13 +115,14 @@ class FinetuneConfig:
     gan_outside: float = 0.0
     gan_margin: int = 16
     outside_target: str = "model"
+    outside_weight: float = 1.0
 
     def check(self) -> None:
         for name in ("iters", "ckpt_every", "batch", "patch"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        for name in ("learning_rate", "pixel_weight", "perceptual_weight", "gan_weight"):
+        for name in ("learning_rate", "pixel_weight", "perceptual_weight", "gan_weight", "outside_weight"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
@@ -359,6 +362,12 @@ class _Trainer:
         near = F.max_pool2d(mask, 2 * r + 1, stride=1, padding=r) if r else mask
         return self.cfg.gan_outside + (1.0 - self.cfg.gan_outside) * near
 
+    def _content_weight_map(self, mask: torch.Tensor) -> Optional[torch.Tensor]:
+        """Per-pixel weight of the L1 and perceptual terms: 1 on masked pixels, ``outside_weight``
+        elsewhere (soft masks in between); None when ``outside_weight`` is 1 (the recipe)."""
+        w = float(self.cfg.outside_weight)
+        return None if w == 1.0 else w + (1.0 - w) * mask
+
     def g_step(self, g_run, lr_img, gt, mask, it: int, log) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
         """The generator's update; returns the loss terms and the (detached) output."""
         self.net_d.requires_grad_(False)  # frozen; its plain module: no DDP gradient sync
@@ -366,10 +375,11 @@ class _Trainer:
         with amp.autocast(self.precision, self.dev):
             sr = g_run(lr_img)
         sr = sr.float()
-        terms = {"l_pix": self.pix(sr, gt)}
+        content_w = self._content_weight_map(mask)
+        terms = {"l_pix": self.pix(sr, gt, content_w)}
         if self.percep is not None:
             with amp.autocast(self.precision, self.dev):
-                terms["l_percep"] = self.percep(sr, gt)
+                terms["l_percep"] = self.percep(sr, gt, content_w)
         if self.use_d:
             with amp.autocast(self.precision, self.dev):
                 logits = self.net_d(sr)

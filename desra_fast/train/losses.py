@@ -33,14 +33,21 @@ DEFAULT_LAYER_WEIGHTS: Dict[str, float] = {"conv1_2": 0.1, "conv2_2": 0.1, "conv
 
 
 class L1Loss(nn.Module):
-    """``weight * mean |x - y|``. x, y: same shape, float."""
+    """``weight * mean |x - y|``. x, y: same shape, float.
+
+    ``pixel_weight``: None, or weights >= 0 of shape (N, 1, H, W) (broadcast over channels):
+    the loss is then ``weight * mean(pixel_weight * |x - y|)`` (normalised by the pixel count,
+    so weights of 1 give the plain mean)."""
 
     def __init__(self, weight: float = 1.0):
         super().__init__()
         self.weight = float(weight)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.weight * F.l1_loss(x, y)
+    def forward(self, x: torch.Tensor, y: torch.Tensor,
+                pixel_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if pixel_weight is None:
+            return self.weight * F.l1_loss(x, y)
+        return self.weight * ((x - y).abs() * pixel_weight).mean()
 
 
 class PerceptualLoss(nn.Module):
@@ -57,6 +64,10 @@ class PerceptualLoss(nn.Module):
 
     Shape:
         x, gt: (N, 3, H, W) RGB in [0, 1]; returns a scalar. ``gt`` features carry no gradient.
+        pixel_weight: None, or (N, 1, H, W) weights >= 0: each layer's distance is then the mean
+        of ``|phi(x) - phi(gt)|`` times the weights averaged over each feature cell's footprint
+        (area pooling to the layer's size), so a region's share of every layer's term follows its
+        weight; weights of 1 give the plain distance.
     """
 
     def __init__(self, vgg: VGG19Features, layer_weights: Optional[Mapping[str, float]] = None,
@@ -79,13 +90,18 @@ class PerceptualLoss(nn.Module):
                                  f"non-positive or non-finite {sorted(bad)}")
             self.norm = {k: float(v) for k, v in norm.items()}
 
-    def forward(self, x: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, gt: torch.Tensor,
+                pixel_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
         fx = self.vgg(x, self.layer_weights)
         with torch.no_grad():
             fg = self.vgg(gt.detach(), self.layer_weights)
         total = x.new_zeros((), dtype=torch.float32)
         for name, w in self.layer_weights.items():
-            d = F.l1_loss(fx[name].float(), fg[name].float())
+            if pixel_weight is None:
+                d = F.l1_loss(fx[name].float(), fg[name].float())
+            else:
+                cell = F.adaptive_avg_pool2d(pixel_weight.float(), fx[name].shape[-2:])
+                d = ((fx[name].float() - fg[name].float()).abs() * cell).mean()
             total = total + d * (w / self.norm[name] if self.norm is not None else w)
         return total * self.weight
 
