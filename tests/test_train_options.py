@@ -281,14 +281,14 @@ def test_outside_weight_l1_and_perceptual_restated():
     assert float(loss(xf, yf, wf)) > float(loss(xf, yf))
 
 
-def test_outside_weight_first_loss_restated(data_dir, tmp_path):
-    """First generator step's L1 under ``--outside-target pseudo-gt --outside-weight 3``: the mean
-    over every pixel of |G0(lr) - pseudo-GT| weighted 1 inside the mask and 3 outside."""
+def first_step_and_batch(data_dir, out, *args):
+    """A 2-iteration run (1 warm-up, no GAN term, fp32) with ``args``: its logged first generator
+    step, and that step's batch (LR, pseudo-GT, mask) with the starting generator's output on it,
+    drawn again from the same data and seed."""
     from desra_fast.train import FinetuneConfig, FinetuneData, pair_folders
 
-    out = tmp_path / "first_w"
     in_process(data_dir, out, "--iters", "2", "--netd-warmup", "1", "--gan-weight", "0", "--precision", "fp32",
-               "--outside-target", "pseudo-gt", "--outside-weight", "3")
+               *args)
     first = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()
              if '"first_generator_step"' in l][0]
     data = FinetuneData(pair_folders(*(data_dir / r for r in ("lr", "gan", "mse", "mask"))), 4, patch=PATCH, seed=3,
@@ -296,6 +296,14 @@ def test_outside_weight_first_loss_restated(data_dir, tmp_path):
     lr, gt, mask = data.batch(1, 4, with_mask=True)
     with torch.no_grad():
         own = tiny_generator()(lr).double()
+    return first, gt, mask, own
+
+
+def test_outside_weight_first_loss_restated(data_dir, tmp_path):
+    """First generator step's L1 under ``--outside-target pseudo-gt --outside-weight 3``: the mean
+    over every pixel of |G0(lr) - pseudo-GT| weighted 1 inside the mask and 3 outside."""
+    first, gt, mask, own = first_step_and_batch(data_dir, tmp_path / "first_w", "--outside-target", "pseudo-gt",
+                                                "--outside-weight", "3")
     err = (own - gt.double()).abs()
     want = float(((mask.double() + 3 * (1 - mask.double())) * err).sum() / own.numel())
     assert mask.any() and not mask.all()
@@ -386,17 +394,7 @@ def test_outside_target_model_first_loss_is_the_masked_pixels_only(data_dir, tmp
     """First generator step's L1, restated: the target is the pseudo-GT (MSE-SR) inside the mask
     and the starting generator's output on the same crop outside, so the L1 is the mean of
     |G0(lr) - MSE-SR| over the masked pixels only (divided by every pixel)."""
-    from desra_fast.train import FinetuneConfig, FinetuneData, pair_folders
-
-    out = tmp_path / "first"
-    in_process(data_dir, out, "--iters", "2", "--netd-warmup", "1", "--gan-weight", "0", "--precision", "fp32")
-    first = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()
-             if '"first_generator_step"' in l][0]
-    data = FinetuneData(pair_folders(*(data_dir / r for r in ("lr", "gan", "mse", "mask"))), 4, patch=PATCH, seed=3,
-                        focus=FinetuneConfig().focus)
-    lr, gt, mask = data.batch(1, 4, with_mask=True)
-    with torch.no_grad():
-        own = tiny_generator()(lr).double()
+    first, gt, mask, own = first_step_and_batch(data_dir, tmp_path / "first")
     want = float((mask.double() * (own - gt.double()).abs()).sum() / own.numel())
     assert mask.any() and not mask.all()
     assert first["terms"]["l_pix"] == pytest.approx(want, rel=1e-5)
